@@ -1,0 +1,386 @@
+package actors
+
+import (
+	"errors"
+	"log/slog"
+	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/telemetry"
+)
+
+// Close codes the relay sends (RFC 6455 and the protocol's private range).
+const (
+	CloseNormal         = 1000
+	CloseUnsupported    = 1003
+	ClosePolicy         = 1008
+	CloseTooLarge       = 1009
+	CloseInternalError  = 1011
+	CloseRestarting     = 1012
+	CloseTokenExpired   = 4001
+	CloseTooManyDenials = 4003
+	CloseSlowConsumer   = 4008
+)
+
+// Socket is a connection actor's view of its WebSocket. The edge implements
+// it; Write and WritePing may block and are only called from the actor's
+// writer goroutine, one call at a time; Close may be called concurrently
+// with them.
+type Socket interface {
+	// Write writes the concatenation of parts as one text frame.
+	Write(parts [][]byte) error
+	// WritePing writes a ping frame.
+	WritePing() error
+	// Close writes a close frame with code, waiting at most timeout for a
+	// stuck write, and closes the connection.
+	Close(code uint16, timeout time.Duration)
+}
+
+// ConnParams describe a verified, upgraded connection.
+type ConnParams struct {
+	Claims     auth.Claims
+	Socket     Socket
+	RemoteAddr string
+}
+
+// conn is the actor that owns one WebSocket connection: its subscriptions,
+// its outbound queue and its token deadline. The edge's read goroutine sends
+// it decoded client frames; channels send it deliveries; a writer goroutine,
+// started per batch, does the blocking socket writes and reports back with
+// writeDone, so the actor itself never blocks on the network.
+type conn struct {
+	// Static after construction.
+	cfg    *Config
+	sock   Socket
+	remote string
+	log    *slog.Logger
+
+	// Owned by the actor.
+	claims    auth.Claims
+	subs      map[string]*subscription
+	out       outbox
+	closing   bool
+	forbidden int
+	limiter   tokenBucket
+	timerGen  uint64 // bumped on refresh to disarm the old deadline timers
+	timers    [3]*time.Timer
+}
+
+// subscription is a connection's state for one channel.
+type subscription struct {
+	// acked is false between the sub request and the channel's answer:
+	// deliveries seen then belong to an earlier subscription and are dropped.
+	acked bool
+	// last is the offset of the newest message queued, so that nothing is
+	// ever queued twice.
+	last uint64
+}
+
+var errUnavailable = "unavailable"
+
+// connSupervisor stops a connection actor that panics: its Stopped handler
+// then removes its subscriptions and closes its socket. Restarting it would
+// lose the fields that say which channels to leave.
+var connSupervisor = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive {
+	return actor.StopDirective
+})
+
+func connProps(cfg *Config, p ConnParams) *actor.Props {
+	return actor.PropsFromProducer(func() actor.Actor {
+		return &conn{
+			cfg:    cfg,
+			sock:   p.Socket,
+			remote: p.RemoteAddr,
+			log:    cfg.Logger.With("remote_addr", p.RemoteAddr, "account_id", p.Claims.Subject),
+			claims: p.Claims,
+			subs:   make(map[string]*subscription),
+			limiter: tokenBucket{
+				rate: cfg.SubscribeRate, burst: float64(cfg.SubscribeBurst),
+				tokens: float64(cfg.SubscribeBurst), at: cfg.Now(),
+			},
+		}
+	}, actor.WithGuardian(connSupervisor))
+}
+
+func (c *conn) Receive(ctx actor.Context) {
+	switch m := ctx.Message().(type) {
+	case *actor.Started:
+		c.armDeadline(ctx)
+		c.armTimer(ctx, timerPing, c.cfg.PingInterval)
+	case *deliver:
+		c.deliver(ctx, m)
+	case *subscribed:
+		c.subscribed(ctx, m)
+	case *reset:
+		if s := c.subs[m.Channel]; s != nil && s.acked {
+			s.last = m.Offset
+			c.enqueue(ctx, m.Frame, 0, false)
+		}
+	case *writeDone:
+		c.writeDone(ctx, m)
+	case *clientFrame:
+		c.command(ctx, m.Frame)
+	case *clientError:
+		c.cfg.Metrics.ClientErrors.Inc()
+		c.reply(ctx, protocol.AppendErr(nil, m.ID, protocol.CodeBadRequest, m.Msg))
+	case *timerFired:
+		c.timerFired(ctx, m)
+	case *closeConn:
+		c.close(ctx, m.Code, m.Reason)
+	case *socketClosed:
+		reason := m.Reason
+		if reason == "" {
+			reason = telemetry.CloseClient
+		}
+		c.close(ctx, 0, reason)
+		ctx.Stop(ctx.Self())
+	case *crashConnForTest:
+		panic("crashConnForTest")
+	case *actor.Stopped:
+		// Reached by a normal stop and by the supervisor after a panic; in
+		// the latter case nothing was cleaned up yet.
+		c.close(ctx, CloseInternalError, telemetry.CloseActorFailure)
+		for _, t := range c.timers {
+			if t != nil {
+				t.Stop()
+			}
+		}
+	}
+}
+
+func (c *conn) command(ctx actor.Context, f protocol.ClientFrame) {
+	if c.closing {
+		return
+	}
+	switch f.Op {
+	case protocol.OpSub:
+		c.sub(ctx, f)
+	case protocol.OpUnsub:
+		c.unsub(ctx, f)
+	case protocol.OpRefresh:
+		c.refresh(ctx, f)
+	}
+}
+
+func (c *conn) sub(ctx actor.Context, f protocol.ClientFrame) {
+	if !c.limiter.take(c.cfg.Now()) {
+		c.fail(ctx, f.ID, protocol.CodeLimit, "too many subscribe requests, slow down")
+		return
+	}
+	if err := c.claims.CheckSubscribe(f.Channel); err != nil {
+		if errors.Is(err, auth.ErrForbidden) {
+			c.deny(ctx, f)
+			return
+		}
+		c.fail(ctx, f.ID, protocol.CodeBadRequest, "invalid channel name")
+		return
+	}
+	if _, ok := c.subs[f.Channel]; ok {
+		c.fail(ctx, f.ID, protocol.CodeBadRequest, "already subscribed")
+		return
+	}
+	if len(c.subs) >= c.cfg.MaxSubscriptions {
+		c.fail(ctx, f.ID, protocol.CodeLimit, "too many subscriptions on this connection")
+		return
+	}
+	c.subs[f.Channel] = &subscription{}
+	m := &subscribe{
+		Channel: f.Channel, Conn: ctx.Self(), ID: f.ID,
+		MaxReplayBytes: c.cfg.SendQueueBytes, MaxReplayMessages: c.cfg.SendQueueMessages,
+	}
+	if f.Since != nil {
+		m.HasSince, m.SinceEpoch, m.SinceOffset = true, f.Since.Epoch, f.Since.Offset
+	}
+	ctx.Send(c.cfg.registry, m)
+}
+
+// deny answers a subscribe outside the token's namespace, writes the audit
+// line and closes the connection once it has been denied too often.
+func (c *conn) deny(ctx actor.Context, f protocol.ClientFrame) {
+	c.cfg.Metrics.NamespaceDenied.Inc()
+	c.log.Warn("namespace violation",
+		"site", c.claims.Site, "dash", c.claims.Dash, "channel", f.Channel)
+	c.forbidden++
+	c.fail(ctx, f.ID, protocol.CodeForbidden, "channel is outside the token's namespace")
+	if c.forbidden >= c.cfg.ForbiddenLimit {
+		c.close(ctx, CloseTooManyDenials, telemetry.CloseForbidden)
+	}
+}
+
+func (c *conn) unsub(ctx actor.Context, f protocol.ClientFrame) {
+	if !c.limiter.take(c.cfg.Now()) {
+		c.fail(ctx, f.ID, protocol.CodeLimit, "too many unsubscribe requests, slow down")
+		return
+	}
+	if _, ok := c.subs[f.Channel]; !ok {
+		c.fail(ctx, f.ID, protocol.CodeBadRequest, "not subscribed")
+		return
+	}
+	delete(c.subs, f.Channel)
+	ctx.Send(c.cfg.registry, &unsubscribe{Channel: f.Channel, Conn: ctx.Self()})
+	c.reply(ctx, protocol.AppendAck(nil, f.ID))
+}
+
+func (c *conn) refresh(ctx actor.Context, f protocol.ClientFrame) {
+	claims, err := c.cfg.Verifier.Verify(f.Token, auth.RoleSubscribe, c.cfg.Now())
+	if err != nil {
+		c.cfg.Metrics.AuthDenied(auth.DenyReason(err))
+		c.fail(ctx, f.ID, protocol.CodeForbidden, "refresh token rejected: "+auth.DenyReason(err))
+		return
+	}
+	if claims.Site != c.claims.Site || claims.Dash != c.claims.Dash || claims.Subject != c.claims.Subject {
+		c.fail(ctx, f.ID, protocol.CodeForbidden, "refresh token is for another site, dashboard or account")
+		return
+	}
+	c.claims = claims
+	c.armDeadline(ctx)
+	c.reply(ctx, protocol.AppendRefreshAck(nil, f.ID, claims.ExpiresAt.Unix()))
+}
+
+func (c *conn) fail(ctx actor.Context, id protocol.ID, code protocol.Code, msg string) {
+	c.reply(ctx, protocol.AppendErr(nil, id, code, msg))
+}
+
+func (c *conn) reply(ctx actor.Context, frame []byte) {
+	c.enqueue(ctx, frame, 0, false)
+}
+
+func (c *conn) subscribed(ctx actor.Context, m *subscribed) {
+	s := c.subs[m.Channel]
+	if s == nil || s.acked {
+		return // unsubscribed meanwhile, or an answer to an earlier request
+	}
+	s.acked = true
+	s.last = m.Offset
+	c.enqueue(ctx, m.Ack, 0, false)
+	for _, f := range m.Replay {
+		c.enqueue(ctx, f, 0, true)
+	}
+}
+
+func (c *conn) deliver(ctx actor.Context, d *deliver) {
+	s := c.subs[d.Channel]
+	if s == nil || !s.acked || d.Offset <= s.last {
+		return
+	}
+	s.last = d.Offset
+	c.enqueue(ctx, d.Frame, d.ReceivedAt, true)
+}
+
+// enqueue adds a frame to the outbound queue, or closes the connection with
+// 4008 when the queue is full: a client that cannot keep up is cut off
+// rather than allowed to slow the channel or grow the server's memory. It
+// reconnects and recovers what it missed.
+func (c *conn) enqueue(ctx actor.Context, frame []byte, receivedAt int64, isMsg bool) {
+	if c.closing {
+		return
+	}
+	if !c.out.fits(len(frame), c.cfg.SendQueueBytes, c.cfg.SendQueueMessages) {
+		c.cfg.Metrics.SlowConsumers.Inc()
+		c.close(ctx, CloseSlowConsumer, telemetry.CloseSlow)
+		return
+	}
+	c.out.add(frame, receivedAt, isMsg)
+	c.flush(ctx)
+}
+
+// flush hands everything queued to a writer goroutine, unless one is busy:
+// then it waits for writeDone, and whatever queued meanwhile goes out in one
+// write. That is the coalescing: one socket write per batch, not per message.
+func (c *conn) flush(ctx actor.Context) {
+	if c.out.writing || c.closing || c.out.empty() {
+		return
+	}
+	b := c.out.take()
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	go func() {
+		root.Send(self, b.write(c.sock, c.cfg.Metrics))
+	}()
+}
+
+func (c *conn) writeDone(ctx actor.Context, m *writeDone) {
+	c.out.writing = false
+	if m.Err {
+		c.close(ctx, 0, telemetry.CloseWriteError)
+		return
+	}
+	c.flush(ctx)
+}
+
+func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
+	if c.closing {
+		return
+	}
+	switch m.Kind {
+	case timerPing:
+		c.out.ping = true
+		c.flush(ctx)
+		c.armTimer(ctx, timerPing, c.cfg.PingInterval)
+	case timerExpiring:
+		if m.Gen == c.timerGen {
+			c.reply(ctx, protocol.AppendExpiring(nil, c.claims.ExpiresAt.Unix()))
+		}
+	case timerExpired:
+		if m.Gen == c.timerGen {
+			c.cfg.Metrics.TokenExpiries.Inc()
+			c.close(ctx, CloseTokenExpired, telemetry.CloseExpired)
+		}
+	}
+}
+
+// armDeadline schedules the expiring warning and the expiry close for the
+// current token, replacing the timers of an earlier one.
+func (c *conn) armDeadline(ctx actor.Context) {
+	c.timerGen++
+	left := c.claims.ExpiresAt.Sub(c.cfg.Now())
+	c.armTimer(ctx, timerExpiring, max(left-c.cfg.ExpiringLead, 0))
+	c.armTimer(ctx, timerExpired, max(left, 0))
+}
+
+func (c *conn) armTimer(ctx actor.Context, kind timerKind, d time.Duration) {
+	msg := &timerFired{Kind: kind, Gen: c.timerGen}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	if t := c.timers[kind-1]; t != nil {
+		t.Stop()
+	}
+	c.timers[kind-1] = time.AfterFunc(d, func() { root.Send(self, msg) })
+}
+
+// close ends the connection once: it leaves every channel, then closes the
+// socket with code (none when code is 0: the socket is already gone) from a
+// goroutine, since a stuck client must not block the actor.
+func (c *conn) close(ctx actor.Context, code uint16, reason string) {
+	if c.closing {
+		return
+	}
+	c.closing = true
+	c.cfg.Metrics.ConnectionClosed(reason)
+	for ch := range c.subs {
+		ctx.Send(c.cfg.registry, &unsubscribe{Channel: ch, Conn: ctx.Self()})
+	}
+	clear(c.subs)
+	c.out.drop()
+	if code != 0 {
+		go c.sock.Close(code, c.cfg.CloseTimeout)
+	}
+}
+
+// tokenBucket rate-limits a connection's requests: rate tokens a second, at
+// most burst saved up.
+type tokenBucket struct {
+	rate, burst, tokens float64
+	at                  time.Time
+}
+
+func (b *tokenBucket) take(now time.Time) bool {
+	b.tokens = min(b.burst, b.tokens+now.Sub(b.at).Seconds()*b.rate)
+	b.at = now
+	if b.tokens < 1 {
+		return false
+	}
+	b.tokens--
+	return true
+}

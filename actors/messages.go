@@ -1,0 +1,160 @@
+package actors
+
+import (
+	"github.com/asynkron/protoactor-go/actor"
+
+	"github.com/realtime-relay/realtime/internal/protocol"
+)
+
+// Every message between actors is plain data (strings, numbers, byte slices
+// that are never written after they are sent, PIDs), so that a later
+// multi-node relay can carry them over the network unchanged.
+
+// channelMessage is a message that the registry routes to a channel actor.
+type channelMessage interface {
+	channelName() string
+}
+
+// publish asks a channel to append a message and fan it out. The channel
+// answers the sender with a publishResult.
+type publish struct {
+	Channel        string
+	Event          string
+	Data           string
+	IdempotencyKey string
+	// ReceivedAt is when the edge received the request, in Unix nanoseconds,
+	// for the publish-to-write latency histogram.
+	ReceivedAt int64
+}
+
+// publishResult answers a publish.
+type publishResult struct {
+	Epoch     string
+	Offset    uint64
+	Duplicate bool
+	// Err is empty on success, else the reason the message was not accepted.
+	Err string
+}
+
+// subscribe adds Conn to a channel's subscribers. The channel answers Conn
+// with a subscribed, and only then with live deliveries.
+type subscribe struct {
+	Channel     string
+	Conn        *actor.PID
+	ID          protocol.ID
+	HasSince    bool
+	SinceEpoch  string
+	SinceOffset uint64
+	// MaxReplayBytes and MaxReplayMessages are what the subscriber's
+	// outbound queue holds: a longer replay is answered recovered=false
+	// rather than overflowing the queue.
+	MaxReplayBytes    int
+	MaxReplayMessages int
+}
+
+// unsubscribe removes Conn from a channel's subscribers.
+type unsubscribe struct {
+	Channel string
+	Conn    *actor.PID
+}
+
+// crashForTest makes a channel actor panic, to exercise supervision.
+type crashForTest struct {
+	Channel string
+}
+
+func (m *publish) channelName() string      { return m.Channel }
+func (m *subscribe) channelName() string    { return m.Channel }
+func (m *unsubscribe) channelName() string  { return m.Channel }
+func (m *crashForTest) channelName() string { return m.Channel }
+
+// channelIdle tells the registry that a channel has no subscribers and nothing
+// retained. Received is how many routed messages it has handled so far: the
+// registry stops the channel only if it has routed no more than that, so a
+// message in flight is never lost to passivation.
+type channelIdle struct {
+	Channel  string
+	Received uint64
+}
+
+// subscribed answers a subscribe: the ack frame, then the replayed frames,
+// all to be written before any live delivery of the channel.
+type subscribed struct {
+	Channel string
+	Ack     []byte
+	Replay  [][]byte
+	// Offset is the channel's latest offset when the ack was built; live
+	// deliveries continue after it.
+	Offset uint64
+}
+
+// deliver carries one published message to a subscriber. The same *deliver,
+// and the same Frame bytes, go to every subscriber of the channel.
+type deliver struct {
+	Channel    string
+	Offset     uint64
+	Frame      []byte
+	ReceivedAt int64
+}
+
+// reset tells a subscriber that the channel lost its continuity (its actor
+// restarted): Frame is the encoded reset frame for the client.
+type reset struct {
+	Channel string
+	Offset  uint64
+	Frame   []byte
+}
+
+// Messages from the edge to a connection actor.
+
+// clientFrame is a decoded frame that the client sent.
+type clientFrame struct {
+	Frame protocol.ClientFrame
+}
+
+// clientError reports a frame that could not be decoded; the connection
+// answers with an err (bad_request).
+type clientError struct {
+	ID  protocol.ID
+	Msg string
+}
+
+// closeConn asks a connection to close its socket with Code; Reason is the
+// telemetry.Close* label.
+type closeConn struct {
+	Code   uint16
+	Reason string
+}
+
+// crashConnForTest makes a connection actor panic, to exercise supervision.
+type crashConnForTest struct{}
+
+// socketClosed tells a connection actor that its socket is gone. Reason is a
+// telemetry.Close* label when the edge knows it, else empty.
+type socketClosed struct {
+	Reason string
+}
+
+// Messages a connection actor sends itself.
+
+// writeDone reports that the writer goroutine finished a batch.
+type writeDone struct {
+	Frames int
+	Bytes  int
+	Err    bool
+}
+
+// timerFired is a connection timer; Gen lets the actor ignore a timer that
+// was replaced (by a refresh) after it was armed.
+type timerFired struct {
+	Kind timerKind
+	Gen  uint64
+}
+
+type timerKind uint8
+
+const (
+	timerExpiring timerKind = iota + 1
+	timerExpired
+	timerPing
+)

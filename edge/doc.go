@@ -1,0 +1,12 @@
+// Package edge is the relay's network front: the fasthttp server with the
+// WebSocket upgrade (fasthttp Hijack + gws UpgradeFromConn), the publish
+// endpoints, health checks, and the admin handler with metrics and pprof.
+// It never listens by itself: the caller passes listeners to Serve.
+//
+// Concurrency: fasthttp runs each request on its own goroutine; every
+// upgraded connection has one gws read goroutine, which decodes client
+// frames and hands them to the connection's actor (package actors), which
+// owns all per-connection state and does the writing. The Server itself
+// only keeps the set of open connections (guarded by mu) and a draining
+// flag (atomic), both for graceful shutdown.
+package edge

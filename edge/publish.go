@@ -1,0 +1,211 @@
+package edge
+
+import (
+	"bytes"
+	"errors"
+	"strconv"
+	"time"
+
+	"github.com/valyala/fasthttp"
+
+	"github.com/realtime-relay/realtime/actors"
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/telemetry"
+)
+
+// handlePublish serves POST /v1/publish and /v1/publish/batch.
+func (s *Server) handlePublish(ctx *fasthttp.RequestCtx, batch bool) {
+	start := time.Now()
+	defer func() { s.metrics.PublishDuration.UpdateDuration(start) }()
+	claims, e := s.checkPublishRequest(ctx, batch)
+	if e != nil {
+		s.metrics.Published(e.result)
+		writeError(ctx, e.status, e.code, e.msg)
+		return
+	}
+	if !batch {
+		s.publishOne(ctx, claims, start)
+		return
+	}
+	s.publishBatch(ctx, claims, start)
+}
+
+// checkPublishRequest checks what is common to a single and a batch publish.
+func (s *Server) checkPublishRequest(ctx *fasthttp.RequestCtx, batch bool) (auth.Claims, *apiError) {
+	switch {
+	case !ctx.IsPost():
+		return auth.Claims{}, &apiError{fasthttp.StatusMethodNotAllowed, codeMethodNotAllowed, "publish must be a POST", telemetry.PublishBadRequest}
+	case s.draining.Load():
+		return auth.Claims{}, &apiError{fasthttp.StatusServiceUnavailable, codeUnavailable, "server is draining", telemetry.PublishUnavailable}
+	}
+	token, ok := bytes.CutPrefix(ctx.Request.Header.Peek("Authorization"), []byte("Bearer "))
+	if !ok {
+		s.metrics.AuthDenied("malformed")
+		return auth.Claims{}, &apiError{fasthttp.StatusUnauthorized, codeUnauthorized, "missing bearer token", telemetry.PublishUnauthorized}
+	}
+	claims, err := s.verifier.Verify(string(token), auth.RolePublish, s.cfg.Now())
+	if err != nil {
+		s.metrics.AuthDenied(auth.DenyReason(err))
+		return auth.Claims{}, &apiError{fasthttp.StatusUnauthorized, codeUnauthorized, "invalid token: " + auth.DenyReason(err), telemetry.PublishUnauthorized}
+	}
+	if ct := ctx.Request.Header.ContentType(); !isJSON(ct) {
+		return auth.Claims{}, &apiError{fasthttp.StatusUnsupportedMediaType, codeUnsupportedMedia, "Content-Type must be application/json", telemetry.PublishBadRequest}
+	}
+	limit := s.cfg.maxPublishBody()
+	if batch {
+		limit = s.cfg.maxBatchBody()
+	}
+	if len(ctx.PostBody()) > limit {
+		return auth.Claims{}, &apiError{fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "body exceeds " + strconv.Itoa(limit) + " bytes", telemetry.PublishTooLarge}
+	}
+	return claims, nil
+}
+
+func isJSON(ct []byte) bool {
+	mediaType, _, _ := bytes.Cut(ct, []byte{';'})
+	return bytes.EqualFold(bytes.TrimSpace(mediaType), []byte("application/json"))
+}
+
+func (s *Server) publishOne(ctx *fasthttp.RequestCtx, claims auth.Claims, start time.Time) {
+	p, err := protocol.DecodePublish(ctx.PostBody())
+	if err != nil {
+		s.metrics.Published(telemetry.PublishBadRequest)
+		writeError(ctx, fasthttp.StatusBadRequest, codeBadRequest, err.Error())
+		return
+	}
+	if e := s.checkPublication(claims, p); e != nil {
+		s.metrics.Published(e.result)
+		writeError(ctx, e.status, e.code, e.msg)
+		return
+	}
+	if e := s.rateLimit(claims.Site, 1); e != nil {
+		s.metrics.Published(e.result)
+		writeError(ctx, e.status, e.code, e.msg)
+		return
+	}
+	res, err := s.hub.Publish(publication(p, start))
+	if e := s.published(err, res); e != nil {
+		writeError(ctx, e.status, e.code, e.msg)
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, appendResult(nil, res))
+}
+
+func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, start time.Time) {
+	raw, err := protocol.DecodeBatch(ctx.PostBody(), s.cfg.MaxBatch)
+	if err != nil {
+		status, code := fasthttp.StatusBadRequest, codeBadRequest
+		if errors.Is(err, protocol.ErrBatchTooLarge) {
+			status, code = fasthttp.StatusRequestEntityTooLarge, codeTooLarge
+		}
+		s.metrics.Published(telemetry.PublishBadRequest)
+		writeError(ctx, status, code, err.Error())
+		return
+	}
+	// Validate every item first; only the valid ones are published, and the
+	// answer keeps the request's order.
+	itemErrs := make([]*apiError, len(raw))
+	var pubs []actors.Publication
+	var at []int
+	for i, r := range raw {
+		p, err := protocol.DecodePublish(r)
+		if err != nil {
+			itemErrs[i] = &apiError{fasthttp.StatusBadRequest, codeBadRequest, err.Error(), telemetry.PublishBadRequest}
+		} else {
+			itemErrs[i] = s.checkPublication(claims, p)
+		}
+		if itemErrs[i] != nil {
+			s.metrics.Published(itemErrs[i].result)
+			continue
+		}
+		pubs = append(pubs, publication(p, start))
+		at = append(at, i)
+	}
+	if e := s.rateLimit(claims.Site, len(pubs)); e != nil {
+		for range pubs {
+			s.metrics.Published(e.result)
+		}
+		writeError(ctx, e.status, e.code, e.msg)
+		return
+	}
+	results, errs := s.hub.PublishBatch(pubs)
+	okResults := make([]*actors.PublishResult, len(raw))
+	for j, i := range at {
+		if itemErrs[i] = s.published(errs[j], results[j]); itemErrs[i] == nil {
+			okResults[i] = &results[j]
+		}
+	}
+	body := []byte(`{"results":[`)
+	for i := range raw {
+		if i > 0 {
+			body = append(body, ',')
+		}
+		if e := itemErrs[i]; e != nil {
+			body = append(body, `{"error":`...)
+			body = append(appendError(body, e.code, e.msg), '}')
+			continue
+		}
+		body = appendResult(body, *okResults[i])
+	}
+	writeJSON(ctx, fasthttp.StatusOK, append(body, "]}"...))
+}
+
+// checkPublication validates and authorizes one message.
+func (s *Server) checkPublication(claims auth.Claims, p protocol.Publish) *apiError {
+	bad := func(msg string) *apiError {
+		return &apiError{fasthttp.StatusBadRequest, codeBadRequest, msg, telemetry.PublishBadRequest}
+	}
+	switch {
+	case p.Channel == "":
+		return bad("channel is required")
+	case !protocol.ValidEvent(p.Event):
+		return bad("event must match [A-Za-z0-9_.:-]{1,64}")
+	case p.Data == "":
+		return bad("data is required")
+	case len(p.IdempotencyKey) > maxIdempotencyKeyLen:
+		return bad("idempotency_key exceeds " + strconv.Itoa(maxIdempotencyKeyLen) + " bytes")
+	case len(p.Data) > s.cfg.MaxDataBytes:
+		return &apiError{fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "data exceeds " + strconv.Itoa(s.cfg.MaxDataBytes) + " bytes", telemetry.PublishTooLarge}
+	}
+	if err := claims.CheckPublish(p.Channel); err != nil {
+		if errors.Is(err, auth.ErrForbidden) {
+			return &apiError{fasthttp.StatusForbidden, codeForbidden, "channel is outside the token's site", telemetry.PublishForbidden}
+		}
+		return bad("invalid channel name")
+	}
+	return nil
+}
+
+func (s *Server) rateLimit(site string, n int) *apiError {
+	if s.limiter == nil || n == 0 || s.limiter.allow(site, n, time.Now()) {
+		return nil
+	}
+	return &apiError{fasthttp.StatusTooManyRequests, codeRateLimited, "publish rate limit for this site exceeded", telemetry.PublishRateLimited}
+}
+
+// published counts the outcome of a publish that reached its channel.
+func (s *Server) published(err error, res actors.PublishResult) *apiError {
+	switch {
+	case err != nil:
+		s.metrics.Published(telemetry.PublishUnavailable)
+		return &apiError{fasthttp.StatusServiceUnavailable, codeUnavailable, "channel unavailable, retry with the same idempotency_key", telemetry.PublishUnavailable}
+	case res.Duplicate:
+		s.metrics.Published(telemetry.PublishDuplicate)
+	default:
+		s.metrics.Published(telemetry.PublishOK)
+	}
+	return nil
+}
+
+func publication(p protocol.Publish, at time.Time) actors.Publication {
+	return actors.Publication{Channel: p.Channel, Event: p.Event, Data: p.Data, IdempotencyKey: p.IdempotencyKey, ReceivedAt: at}
+}
+
+func appendResult(dst []byte, r actors.PublishResult) []byte {
+	dst = append(dst, `{"epoch":`...)
+	dst = protocol.AppendString(dst, r.Epoch)
+	dst = append(dst, `,"offset":`...)
+	dst = strconv.AppendUint(dst, r.Offset, 10)
+	return append(dst, '}')
+}

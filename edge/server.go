@@ -1,0 +1,235 @@
+package edge
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/valyala/fasthttp"
+
+	"github.com/realtime-relay/realtime/actors"
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/telemetry"
+)
+
+// Server is the public HTTP and WebSocket front of one relay.
+type Server struct {
+	// Static after New.
+	cfg      Config
+	log      *slog.Logger
+	metrics  *telemetry.Metrics
+	verifier *auth.Verifier
+	hub      *actors.Hub
+	http     *fasthttp.Server
+	upgrader *gws.Upgrader
+	origins  map[string]bool
+	limiter  *siteLimiter // nil when publishes are not rate-limited
+
+	draining atomic.Bool
+	// open counts connections from the accepted upgrade to the end of
+	// their read loop; it enforces MaxConnections.
+	open atomic.Int64
+	// readLoops tracks the read goroutines, so Shutdown can wait for them.
+	readLoops sync.WaitGroup
+
+	mu    sync.Mutex
+	conns map[*wsConn]struct{} // guarded by mu
+}
+
+// New validates cfg and builds a Server with its actors; it does not listen.
+func New(cfg Config) (*Server, error) {
+	cfg.setDefaults()
+	if err := cfg.Validate(); err != nil {
+		return nil, err
+	}
+	s := &Server{
+		cfg:      cfg,
+		log:      cfg.Logger,
+		metrics:  telemetry.New(auth.DenyReasons),
+		verifier: &auth.Verifier{Keys: cfg.Keys, Leeway: cfg.Leeway},
+		conns:    make(map[*wsConn]struct{}),
+	}
+	ac := cfg.Actors
+	ac.Verifier, ac.Metrics, ac.Logger, ac.Now = s.verifier, s.metrics, cfg.Logger, cfg.Now
+	hub, err := actors.New(ac)
+	if err != nil {
+		return nil, err
+	}
+	s.hub = hub
+	if s.cfg.KeepaliveTimeout == 0 {
+		// Two missed pings and some slack for a slow network.
+		s.cfg.KeepaliveTimeout = 2*hub.PingInterval() + 5*time.Second
+	}
+	if len(cfg.AllowedOrigins) > 0 {
+		s.origins = make(map[string]bool, len(cfg.AllowedOrigins))
+		for _, o := range cfg.AllowedOrigins {
+			s.origins[o] = true
+		}
+	}
+	if cfg.PublishRatePerSite > 0 {
+		s.limiter = newSiteLimiter(cfg.PublishRatePerSite)
+	}
+	s.upgrader = gws.NewUpgrader(wsEvents{s}, &gws.ServerOption{
+		ReadMaxPayloadSize: cfg.MaxFrameBytes,
+		ReadBufferSize:     cfg.ReadBufferBytes,
+		CheckUtf8Enabled:   true,
+		// Message handlers must run in order per connection.
+		ParallelEnabled:  false,
+		Recovery:         gws.Recovery,
+		HandshakeTimeout: cfg.WriteTimeout,
+		NewSession:       func() gws.SessionStorage { return &session{} },
+	})
+	s.http = &fasthttp.Server{
+		Handler:                       s.route,
+		ErrorHandler:                  s.httpError,
+		Name:                          "realtime",
+		ReadTimeout:                   cfg.ReadTimeout,
+		WriteTimeout:                  cfg.WriteTimeout,
+		IdleTimeout:                   cfg.IdleTimeout,
+		MaxRequestBodySize:            max(cfg.maxPublishBody(), cfg.maxBatchBody()),
+		ReadBufferSize:                cfg.MaxHeaderBytes,
+		KeepHijackedConns:             true,
+		CloseOnShutdown:               true,
+		NoDefaultContentType:          true,
+		DisablePreParseMultipartForm:  true,
+		SecureErrorLogMessage:         true,
+		Logger:                        fasthttpLogger{s.log},
+		DisableHeaderNamesNormalizing: false,
+	}
+	return s, nil
+}
+
+// Serve accepts connections on ln until Shutdown.
+func (s *Server) Serve(ln net.Listener) error {
+	err := s.http.Serve(ln)
+	if s.draining.Load() {
+		return nil
+	}
+	return err
+}
+
+// Draining reports whether Shutdown has begun.
+func (s *Server) Draining() bool { return s.draining.Load() }
+
+// Shutdown drains the server: at once /readyz, new upgrades and new
+// publishes answer 503; after drainDelay (for load balancers to notice)
+// every WebSocket is closed with 1012; publishes in flight are answered;
+// it returns when all of that is done or ctx ends.
+func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
+	s.draining.Store(true)
+	if drainDelay > 0 {
+		t := time.NewTimer(drainDelay)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+		}
+	}
+	s.closeAll(actors.CloseRestarting, telemetry.CloseShutdown)
+	httpDone := make(chan error, 1)
+	go func() { httpDone <- s.http.ShutdownWithContext(ctx) }()
+	loopsDone := make(chan struct{})
+	go func() { s.readLoops.Wait(); close(loopsDone) }()
+	var err error
+	select {
+	case err = <-httpDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	select {
+	case <-loopsDone:
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+	if err != nil {
+		return err
+	}
+	return s.hub.Stop(ctx)
+}
+
+// Metrics returns the relay's metrics.
+func (s *Server) Metrics() *telemetry.Metrics { return s.metrics }
+
+// Hub returns the relay's actors, for tests that inject faults.
+func (s *Server) Hub() *actors.Hub { return s.hub }
+
+// ConnsForTest returns the actor handles of the open connections.
+func (s *Server) ConnsForTest() []*actors.Conn {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]*actors.Conn, 0, len(s.conns))
+	for c := range s.conns {
+		out = append(out, c.actor)
+	}
+	return out
+}
+
+// closeAll asks every open connection to close with code.
+func (s *Server) closeAll(code uint16, reason string) {
+	s.mu.Lock()
+	conns := make([]*wsConn, 0, len(s.conns))
+	for c := range s.conns {
+		conns = append(conns, c)
+	}
+	s.mu.Unlock()
+	for _, c := range conns {
+		c.actor.Close(code, reason)
+	}
+}
+
+func (s *Server) route(ctx *fasthttp.RequestCtx) {
+	switch string(ctx.Path()) {
+	case "/v1/ws":
+		s.handleUpgrade(ctx)
+	case "/v1/publish":
+		s.handlePublish(ctx, false)
+	case "/v1/publish/batch":
+		s.handlePublish(ctx, true)
+	case "/healthz":
+		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+	case "/readyz":
+		s.handleReady(ctx)
+	default:
+		writeError(ctx, fasthttp.StatusNotFound, codeNotFound, "no such endpoint")
+	}
+}
+
+func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
+	if s.draining.Load() {
+		writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, "draining")
+		return
+	}
+	writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+}
+
+// httpError answers what fasthttp rejects before our handler runs, in the
+// same JSON error format as everything else.
+func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
+	var small *fasthttp.ErrSmallBuffer
+	switch {
+	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
+	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
+		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, codeTooLarge, "request headers too large")
+	default:
+		var ne net.Error
+		if errors.As(err, &ne) && ne.Timeout() {
+			writeError(ctx, fasthttp.StatusRequestTimeout, codeBadRequest, "request timed out")
+			return
+		}
+		writeError(ctx, fasthttp.StatusBadRequest, codeBadRequest, "malformed HTTP request")
+	}
+}
+
+// fasthttpLogger routes fasthttp's own messages into our logger, at debug:
+// they are mostly about clients that misbehave, which metrics already count.
+type fasthttpLogger struct{ log *slog.Logger }
+
+func (l fasthttpLogger) Printf(format string, args ...any) {
+	l.log.Debug("fasthttp", "format", format)
+}

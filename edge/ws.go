@@ -1,0 +1,258 @@
+package edge
+
+import (
+	"bufio"
+	"bytes"
+	"errors"
+	"net"
+	"net/http"
+	"os"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/valyala/fasthttp"
+
+	"github.com/realtime-relay/realtime/actors"
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/telemetry"
+)
+
+// wsConn ties a gws connection to its actor.
+type wsConn struct {
+	// Static after the upgrade.
+	socket *gws.Conn
+	actor  *actors.Conn
+	// closeReason is set by the read goroutine before the socket closes,
+	// when it knows better than the error gws reports.
+	closeReason string
+}
+
+// handleUpgrade verifies everything before the upgrade, so that an invalid
+// token never gets a WebSocket, then hijacks the connection for gws.
+func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
+	switch {
+	case !ctx.IsGet():
+		s.reject(ctx, fasthttp.StatusMethodNotAllowed, telemetry.RejectBadRequest, codeBadRequest, "WebSocket upgrade must be a GET")
+		return
+	case s.draining.Load():
+		s.reject(ctx, fasthttp.StatusServiceUnavailable, telemetry.RejectDraining, codeUnavailable, "server is draining")
+		return
+	}
+	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 && s.origins != nil && !s.origins[string(origin)] {
+		s.reject(ctx, fasthttp.StatusForbidden, telemetry.RejectOrigin, codeForbidden, "origin not allowed")
+		return
+	}
+	claims, err := s.verifier.Verify(string(ctx.QueryArgs().Peek("token")), auth.RoleSubscribe, s.cfg.Now())
+	if err != nil {
+		s.metrics.AuthDenied(auth.DenyReason(err))
+		s.reject(ctx, fasthttp.StatusUnauthorized, telemetry.RejectUnauthorized, codeUnauthorized, "invalid token: "+auth.DenyReason(err))
+		return
+	}
+	h := &ctx.Request.Header
+	if !headerHasToken(h.Peek("Connection"), "upgrade") || !headerHasToken(h.Peek("Upgrade"), "websocket") ||
+		string(h.Peek("Sec-WebSocket-Version")) != "13" || len(h.Peek("Sec-WebSocket-Key")) == 0 {
+		s.reject(ctx, fasthttp.StatusBadRequest, telemetry.RejectBadRequest, codeBadRequest,
+			"not a valid WebSocket upgrade (need Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key)")
+		return
+	}
+	if n := s.open.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
+		s.open.Add(-1)
+		s.reject(ctx, fasthttp.StatusServiceUnavailable, telemetry.RejectLimit, codeUnavailable, "connection limit reached")
+		return
+	}
+	req := upgradeRequest(ctx)
+	remote := ctx.RemoteAddr().String()
+	ctx.HijackSetNoResponse(true)
+	ctx.Hijack(func(nc net.Conn) { s.upgrade(nc, req, claims, remote) })
+}
+
+// upgrade runs on the hijacked connection: gws writes the 101, then the
+// connection gets its actor and its own read goroutine. fasthttp keeps the
+// connection open after this returns (KeepHijackedConns), which frees its
+// request context instead of pinning it for the connection's lifetime.
+func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, remote string) {
+	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
+	socket, err := s.upgrader.UpgradeFromConn(nc, br, req)
+	if err != nil {
+		s.open.Add(-1)
+		s.metrics.ConnectionRejected(telemetry.RejectBadRequest)
+		return
+	}
+	c := &wsConn{socket: socket}
+	socket.Session().Store("", c)
+	c.actor = s.hub.Connect(actors.ConnParams{
+		Claims:     claims,
+		Socket:     wsSocket{socket: socket, writeTimeout: s.cfg.SocketWriteTimeout},
+		RemoteAddr: remote,
+	})
+	s.metrics.ConnectionsAccepted.Inc()
+	s.metrics.ConnectionsOpen.Inc()
+	s.mu.Lock()
+	s.conns[c] = struct{}{}
+	s.mu.Unlock()
+	// A drain that started while this upgrade was in flight missed it.
+	if s.draining.Load() {
+		c.actor.Close(actors.CloseRestarting, telemetry.CloseShutdown)
+	}
+	_ = socket.SetReadDeadline(time.Now().Add(s.cfg.KeepaliveTimeout))
+	s.readLoops.Add(1)
+	go socket.ReadLoop()
+}
+
+// upgradeRequest copies what gws needs from the fasthttp request: fasthttp
+// reuses its request memory once the handler returns, so nothing may alias it.
+func upgradeRequest(ctx *fasthttp.RequestCtx) *http.Request {
+	h := http.Header{}
+	for _, k := range []string{"Connection", "Upgrade", "Sec-WebSocket-Key", "Sec-WebSocket-Version", "Sec-WebSocket-Extensions", "Sec-WebSocket-Protocol"} {
+		if v := ctx.Request.Header.Peek(k); len(v) > 0 {
+			h.Set(k, string(v))
+		}
+	}
+	return &http.Request{Method: http.MethodGet, Header: h}
+}
+
+// headerHasToken reports whether a comma-separated header value contains
+// token, case-insensitively.
+func headerHasToken(value []byte, token string) bool {
+	for _, part := range bytes.Split(value, []byte{','}) {
+		if bytes.EqualFold(bytes.TrimSpace(part), []byte(token)) {
+			return true
+		}
+	}
+	return false
+}
+
+func (s *Server) reject(ctx *fasthttp.RequestCtx, status int, reason string, code errorCode, msg string) {
+	s.metrics.ConnectionRejected(reason)
+	writeError(ctx, status, code, msg)
+}
+
+// wsEvents receives gws's callbacks for every connection, on the
+// connection's read goroutine.
+type wsEvents struct{ s *Server }
+
+func (e wsEvents) OnOpen(*gws.Conn) {}
+
+func (e wsEvents) OnClose(socket *gws.Conn, err error) {
+	s := e.s
+	c := connOf(socket)
+	reason := c.closeReason
+	if reason == "" {
+		reason = closeReasonOf(err)
+	}
+	c.actor.SocketClosed(reason)
+	s.mu.Lock()
+	delete(s.conns, c)
+	s.mu.Unlock()
+	s.metrics.ConnectionsOpen.Dec()
+	s.open.Add(-1)
+	s.readLoops.Done()
+}
+
+func (e wsEvents) OnPing(socket *gws.Conn, payload []byte) {
+	e.alive(socket)
+	_ = socket.WritePong(payload)
+}
+
+func (e wsEvents) OnPong(socket *gws.Conn, _ []byte) { e.alive(socket) }
+
+func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	e.alive(socket)
+	c := connOf(socket)
+	if m.Opcode != gws.OpcodeText {
+		c.closeReason = telemetry.CloseUnsupported
+		c.actor.Close(actors.CloseUnsupported, telemetry.CloseUnsupported)
+		return
+	}
+	f, err := protocol.DecodeClient(m.Bytes())
+	switch {
+	case errors.Is(err, protocol.ErrBadJSON):
+		c.closeReason = telemetry.CloseProtocol
+		c.actor.Close(actors.ClosePolicy, telemetry.CloseProtocol)
+	case err != nil:
+		c.actor.BadFrame(f.ID, err.Error())
+	default:
+		c.actor.Frame(f)
+	}
+}
+
+// alive pushes the dead-peer deadline out: any frame from the client, a pong
+// included, proves it is there.
+func (e wsEvents) alive(socket *gws.Conn) {
+	_ = socket.SetReadDeadline(time.Now().Add(e.s.cfg.KeepaliveTimeout))
+}
+
+// closeReasonOf maps the error that ended a read loop to a metric label.
+func closeReasonOf(err error) string {
+	var ce *gws.CloseError
+	var code interface{ Uint16() uint16 }
+	switch {
+	case errors.As(err, &ce):
+		return telemetry.CloseClient
+	case errors.Is(err, os.ErrDeadlineExceeded):
+		return telemetry.CloseDeadPeer
+	case errors.As(err, &code):
+		switch code.Uint16() {
+		case actors.CloseTooLarge:
+			return telemetry.CloseFrameTooBig
+		case 1007, actors.ClosePolicy, 1002:
+			return telemetry.CloseProtocol
+		}
+	}
+	return telemetry.CloseClient
+}
+
+func connOf(socket *gws.Conn) *wsConn {
+	v, _ := socket.Session().Load("")
+	return v.(*wsConn)
+}
+
+// wsSocket is the actors.Socket of one gws connection.
+type wsSocket struct {
+	socket       *gws.Conn
+	writeTimeout time.Duration
+}
+
+func (w wsSocket) Write(parts [][]byte) error {
+	if err := w.socket.NetConn().SetWriteDeadline(time.Now().Add(w.writeTimeout)); err != nil {
+		return err
+	}
+	return w.socket.Writev(gws.OpcodeText, parts...)
+}
+
+func (w wsSocket) WritePing() error {
+	if err := w.socket.NetConn().SetWriteDeadline(time.Now().Add(w.writeTimeout)); err != nil {
+		return err
+	}
+	return w.socket.WritePing(nil)
+}
+
+// Close bounds the close frame's write by timeout: a client that stopped
+// reading must not keep a goroutine (and gws's write lock) forever. The
+// deadline also cuts short a data write stuck on the same client.
+func (w wsSocket) Close(code uint16, timeout time.Duration) {
+	_ = w.socket.NetConn().SetWriteDeadline(time.Now().Add(timeout))
+	_ = w.socket.WriteClose(code, nil)
+}
+
+// session is gws's per-connection storage, cut down to the one value we
+// keep (gws's default is a map per connection).
+type session struct{ c *wsConn }
+
+func (s *session) Len() int {
+	if s.c == nil {
+		return 0
+	}
+	return 1
+}
+
+func (s *session) Load(string) (any, bool) { return s.c, s.c != nil }
+func (s *session) Delete(string)           { s.c = nil }
+func (s *session) Store(_ string, v any)   { s.c = v.(*wsConn) }
+func (s *session) Range(f func(string, any) bool) {
+	if s.c != nil {
+		f("", s.c)
+	}
+}
