@@ -49,8 +49,8 @@ type ConnParams struct {
 // conn is the actor that owns one WebSocket connection: its subscriptions,
 // its outbound queue and its token deadline. The edge's read goroutine sends
 // it decoded client frames; channels send it deliveries; a writer goroutine,
-// started per batch, does the blocking socket writes and reports back with
-// writeDone, so the actor itself never blocks on the network.
+// running only while there is something to write, does the blocking socket
+// writes, so the actor itself never blocks on the network.
 type conn struct {
 	// Static after construction.
 	cfg    *Config
@@ -61,7 +61,7 @@ type conn struct {
 	// Owned by the actor.
 	claims    auth.Claims
 	subs      map[string]*subscription
-	out       outbox
+	out       *outbox // shared with the writer goroutine; see outbox
 	closing   bool
 	forbidden int
 	limiter   tokenBucket
@@ -97,6 +97,7 @@ func connProps(cfg *Config, p ConnParams) *actor.Props {
 			log:    cfg.Logger.With("remote_addr", p.RemoteAddr, "account_id", p.Claims.Subject),
 			claims: p.Claims,
 			subs:   make(map[string]*subscription),
+			out:    &outbox{},
 			limiter: tokenBucket{
 				rate: cfg.SubscribeRate, burst: float64(cfg.SubscribeBurst),
 				tokens: float64(cfg.SubscribeBurst), at: cfg.Now(),
@@ -119,8 +120,8 @@ func (c *conn) Receive(ctx actor.Context) {
 			s.last = m.Offset
 			c.enqueue(ctx, m.Frame, 0, false)
 		}
-	case *writeDone:
-		c.writeDone(ctx, m)
+	case *writeFailed:
+		c.close(ctx, 0, telemetry.CloseWriteError)
 	case *clientFrame:
 		c.command(ctx, m.Frame)
 	case *clientError:
@@ -278,36 +279,21 @@ func (c *conn) enqueue(ctx actor.Context, frame []byte, receivedAt int64, isMsg 
 	if c.closing {
 		return
 	}
-	if !c.out.fits(len(frame), c.cfg.SendQueueBytes, c.cfg.SendQueueMessages) {
+	ok, start := c.out.push(frame, receivedAt, isMsg, c.cfg.SendQueueBytes, c.cfg.SendQueueMessages)
+	if !ok {
 		c.cfg.Metrics.SlowConsumers.Inc()
 		c.close(ctx, CloseSlowConsumer, telemetry.CloseSlow)
 		return
 	}
-	c.out.add(frame, receivedAt, isMsg)
-	c.flush(ctx)
+	if start {
+		c.startWriter(ctx)
+	}
 }
 
-// flush hands everything queued to a writer goroutine, unless one is busy:
-// then it waits for writeDone, and whatever queued meanwhile goes out in one
-// write. That is the coalescing: one socket write per batch, not per message.
-func (c *conn) flush(ctx actor.Context) {
-	if c.out.writing || c.closing || c.out.empty() {
-		return
-	}
-	b := c.out.take()
+// startWriter starts the writer goroutine; see outbox.
+func (c *conn) startWriter(ctx actor.Context) {
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go func() {
-		root.Send(self, b.write(c.sock, c.cfg.Metrics))
-	}()
-}
-
-func (c *conn) writeDone(ctx actor.Context, m *writeDone) {
-	c.out.writing = false
-	if m.Err {
-		c.close(ctx, 0, telemetry.CloseWriteError)
-		return
-	}
-	c.flush(ctx)
+	go c.out.writeLoop(c.sock, c.cfg.Metrics, func() { root.Send(self, &writeFailed{}) })
 }
 
 func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
@@ -316,8 +302,9 @@ func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
 	}
 	switch m.Kind {
 	case timerPing:
-		c.out.ping = true
-		c.flush(ctx)
+		if c.out.requestPing() {
+			c.startWriter(ctx)
+		}
 		c.armTimer(ctx, timerPing, c.cfg.PingInterval)
 	case timerExpiring:
 		if m.Gen == c.timerGen {
@@ -362,7 +349,7 @@ func (c *conn) close(ctx actor.Context, code uint16, reason string) {
 		ctx.Send(c.cfg.registry, &unsubscribe{Channel: ch, Conn: ctx.Self()})
 	}
 	clear(c.subs)
-	c.out.drop()
+	c.out.close()
 	if code != 0 {
 		go c.sock.Close(code, c.cfg.CloseTimeout)
 	}

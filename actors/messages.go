@@ -137,12 +137,9 @@ type socketClosed struct {
 
 // Messages a connection actor sends itself.
 
-// writeDone reports that the writer goroutine finished a batch.
-type writeDone struct {
-	Frames int
-	Bytes  int
-	Err    bool
-}
+// writeFailed reports that the writer goroutine could not write: the
+// socket is gone.
+type writeFailed struct{}
 
 // timerFired is a connection timer; Gen lets the actor ignore a timer that
 // was replaced (by a refresh) after it was armed.

@@ -1,6 +1,7 @@
 package actors
 
 import (
+	"sync"
 	"time"
 
 	"github.com/realtime-relay/realtime/internal/telemetry"
@@ -9,31 +10,46 @@ import (
 // newline separates the JSON objects that one coalesced frame carries.
 var newline = []byte{'\n'}
 
-// outbox is a connection's outbound queue. It is owned by the connection
-// actor; a batch taken from it belongs to the writer goroutine until
-// writeDone comes back.
+// outbox is a connection's bounded outbound queue, shared by the connection
+// actor (which adds) and the connection's writer goroutine (which drains).
+// The writer exists only while there is something to write: the first push
+// into an idle outbox starts it, and it exits once it finds the queue empty.
+// Whatever queues while the writer is inside a socket write goes out in its
+// next write: that is the coalescing, one write per batch, not per message.
+// The bound therefore measures exactly how far the client is behind its
+// socket, never how busy the server's own goroutines are.
 type outbox struct {
+	mu sync.Mutex
+	// Guarded by mu.
 	// parts holds the queued frames with a newline between each two, ready
 	// to be written as one WebSocket frame without copying them together.
 	parts [][]byte
 	// times holds the arrival time (Unix ns) of each queued published
 	// message, for the publish-to-write histogram.
-	times  []int64
-	frames int
-	msgs   int
-	bytes  int
-	// ping asks the next batch to start with a ping frame.
-	ping bool
-	// writing is set while a batch is with the writer goroutine.
-	writing bool
+	times   []int64
+	frames  int
+	msgs    int
+	bytes   int
+	ping    bool // the next batch starts with a ping frame
+	writing bool // a writer goroutine is running
+	closed  bool // the connection is closing: queue nothing more
+	// spare is the parts slice of the previous batch, reused so that a
+	// steady stream allocates no new slices.
+	spare [][]byte
 }
 
-// fits reports whether one more frame of n bytes stays within the bounds.
-func (o *outbox) fits(n, maxBytes, maxFrames int) bool {
-	return o.frames+1 <= maxFrames && o.bytes+n+1 <= maxBytes
-}
-
-func (o *outbox) add(frame []byte, receivedAt int64, isMsg bool) {
+// push queues a frame. It returns ok=false when the frame would take the
+// queue past maxBytes or maxFrames (the client is too slow), and start=true
+// when the caller must start the writer goroutine.
+func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool, maxBytes, maxFrames int) (ok, start bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return true, false
+	}
+	if o.frames+1 > maxFrames || o.bytes+len(frame)+1 > maxBytes {
+		return false, false
+	}
 	if o.frames > 0 {
 		o.parts = append(o.parts, newline)
 	}
@@ -46,24 +62,59 @@ func (o *outbox) add(frame []byte, receivedAt int64, isMsg bool) {
 			o.times = append(o.times, receivedAt)
 		}
 	}
+	return true, o.startLocked()
 }
 
-func (o *outbox) empty() bool { return o.frames == 0 && !o.ping }
+// requestPing asks for a ping frame; start is as for push.
+func (o *outbox) requestPing() (start bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	o.ping = true
+	return o.startLocked()
+}
 
-// take hands everything queued to a new batch and marks a write in flight.
-func (o *outbox) take() *batch {
+func (o *outbox) startLocked() bool {
+	if o.writing {
+		return false
+	}
+	o.writing = true
+	return true
+}
+
+// close drops what is queued and stops the writer after its current write.
+func (o *outbox) close() {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed = true
+	o.parts, o.times, o.spare = nil, nil, nil
+	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
+}
+
+// next takes everything queued as a batch for the writer goroutine, or
+// returns nil (and marks the writer stopped) when there is nothing.
+func (o *outbox) next(prev *batch) *batch {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if prev != nil && !o.closed {
+		clear(prev.parts) // do not pin the frames of messages already written
+		o.spare = prev.parts[:0]
+	}
+	if o.closed || (o.frames == 0 && !o.ping) {
+		o.writing = false
+		return nil
+	}
 	b := &batch{parts: o.parts, times: o.times, frames: o.frames, msgs: o.msgs, bytes: max(o.bytes-1, 0), ping: o.ping}
-	*o = outbox{writing: true}
+	o.parts, o.spare = o.spare, nil
+	o.times = nil
+	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
 	return b
 }
 
-// drop forgets what is queued (the connection is closing).
-func (o *outbox) drop() {
-	*o = outbox{writing: o.writing}
-}
-
-// batch is what one writer goroutine writes: an optional ping, then every
-// queued frame as one WebSocket text frame, in one socket write.
+// batch is what the writer goroutine writes in one go: an optional ping,
+// then every queued frame as one WebSocket text frame.
 type batch struct {
 	parts  [][]byte
 	times  []int64
@@ -73,19 +124,33 @@ type batch struct {
 	ping   bool
 }
 
-// write runs on the writer goroutine: it performs the blocking socket
-// writes and counts what went out.
-func (b *batch) write(sock Socket, m *telemetry.Metrics) *writeDone {
+// writeLoop is the writer goroutine: it writes batches until the outbox is
+// empty, and reports a failed write to the actor through failed.
+func (o *outbox) writeLoop(sock Socket, m *telemetry.Metrics, failed func()) {
+	var b *batch
+	for {
+		if b = o.next(b); b == nil {
+			return
+		}
+		if err := b.write(sock, m); err != nil {
+			o.close()
+			failed()
+			return
+		}
+	}
+}
+
+func (b *batch) write(sock Socket, m *telemetry.Metrics) error {
 	if b.ping {
 		if err := sock.WritePing(); err != nil {
-			return &writeDone{Err: true}
+			return err
 		}
 	}
 	if b.frames == 0 {
-		return &writeDone{}
+		return nil
 	}
 	if err := sock.Write(b.parts); err != nil {
-		return &writeDone{Err: true}
+		return err
 	}
 	now := time.Now().UnixNano()
 	for _, t := range b.times {
@@ -94,5 +159,5 @@ func (b *batch) write(sock Socket, m *telemetry.Metrics) *writeDone {
 	m.MessagesDelivered.Add(b.msgs)
 	m.BytesWritten.Add(b.bytes)
 	m.SocketWrites.Inc()
-	return &writeDone{Frames: b.frames, Bytes: b.bytes}
+	return nil
 }

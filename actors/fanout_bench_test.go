@@ -1,0 +1,99 @@
+package actors
+
+import (
+	"strconv"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/telemetry"
+)
+
+// countingSocket is a Socket that counts what it is asked to write and
+// never blocks, so the benchmark measures the actors, not the kernel.
+type countingSocket struct {
+	frames *atomic.Int64
+	writes *atomic.Int64
+}
+
+func (s countingSocket) Write(parts [][]byte) error {
+	s.frames.Add(int64(len(parts)+1) / 2) // frames interleaved with newlines
+	s.writes.Add(1)
+	return nil
+}
+func (s countingSocket) WritePing() error            { return nil }
+func (s countingSocket) Close(uint16, time.Duration) {}
+
+func newBenchHub(tb testing.TB) *Hub {
+	key, err := auth.GenerateKey("bench")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	ring, err := auth.NewKeyring(key)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	h, err := New(Config{Verifier: &auth.Verifier{Keys: ring}, Metrics: telemetry.New(auth.DenyReasons)})
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return h
+}
+
+func waitFor(tb testing.TB, n *atomic.Int64, want int64) {
+	deadline := time.Now().Add(30 * time.Second)
+	for n.Load() < want {
+		if time.Now().After(deadline) {
+			tb.Fatalf("only %d of %d frames written", n.Load(), want)
+		}
+		time.Sleep(50 * time.Microsecond)
+	}
+}
+
+// BenchmarkFanout measures one publish delivered to every subscriber of a
+// channel, through the registry, the channel actor, the connection actors
+// and their writer goroutines (socket writes are free here). ns/op is per
+// publish; the deliveries/s metric is the fan-out throughput.
+func BenchmarkFanout(b *testing.B) {
+	for _, subs := range []int{1, 100, 1000} {
+		b.Run("subs="+strconv.Itoa(subs), func(b *testing.B) {
+			h := newBenchHub(b)
+			defer h.Stop(b.Context())
+			var frames, writes atomic.Int64
+			ch := "site/dash/gadget"
+			claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
+			for range subs {
+				c := h.Connect(ConnParams{Claims: claims, Socket: countingSocket{&frames, &writes}})
+				c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch})
+			}
+			waitFor(b, &frames, int64(subs)) // every ack written
+			frames.Store(0)
+			writes.Store(0)
+			data := string(make([]byte, 256))
+			b.ReportAllocs()
+			b.ResetTimer()
+			n := 0
+			for b.Loop() {
+				if _, err := h.Publish(Publication{Channel: ch, Event: "e", Data: data}); err != nil {
+					b.Fatal(err)
+				}
+				n++
+				// Keep delivery at most 100 publishes behind: publishing
+				// flat out would measure an overload, where slow-consumer
+				// cut-offs are the correct answer.
+				if n%100 == 0 {
+					waitFor(b, &frames, int64((n-100)*subs))
+				}
+			}
+			if sc := h.cfg.Metrics.SlowConsumers.Get(); sc > 0 {
+				b.Logf("slow consumers: %d", sc)
+			}
+			waitFor(b, &frames, int64(n*subs))
+			b.StopTimer()
+			b.ReportMetric(float64(n*subs)/b.Elapsed().Seconds(), "deliveries/s")
+			b.ReportMetric(float64(frames.Load())/float64(max(writes.Load(), 1)), "frames/write")
+		})
+	}
+}
