@@ -72,6 +72,13 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 // connection open after this returns (KeepHijackedConns), which frees its
 // request context instead of pinning it for the connection's lifetime.
 func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, remote string) {
+	// Read the raw connection, not through fasthttp's 4 KiB request reader:
+	// that reader would stay pinned for the connection's lifetime. A client
+	// must wait for the 101 before sending frames (RFC 6455 4.1), so the
+	// request reader holds nothing more of this connection.
+	if u, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
+		nc = u.UnsafeConn()
+	}
 	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
 	socket, err := s.upgrader.UpgradeFromConn(nc, br, req)
 	if err != nil {
