@@ -2,7 +2,6 @@ package actors
 
 import (
 	"errors"
-	"log/slog"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -56,7 +55,6 @@ type conn struct {
 	cfg    *Config
 	sock   Socket
 	remote string
-	log    *slog.Logger
 
 	// Owned by the actor.
 	claims    auth.Claims
@@ -94,7 +92,6 @@ func connProps(cfg *Config, p ConnParams) *actor.Props {
 			cfg:    cfg,
 			sock:   p.Socket,
 			remote: p.RemoteAddr,
-			log:    cfg.Logger.With("remote_addr", p.RemoteAddr, "account_id", p.Claims.Subject),
 			claims: p.Claims,
 			subs:   make(map[string]*subscription),
 			out:    &outbox{},
@@ -202,12 +199,14 @@ func (c *conn) sub(ctx actor.Context, f protocol.ClientFrame) {
 // line and closes the connection once it has been denied too often.
 func (c *conn) deny(ctx actor.Context, f protocol.ClientFrame) {
 	c.cfg.Metrics.NamespaceDenied.Inc()
-	c.log.Warn("namespace violation",
+	// The logger is built here, not per connection: an idle connection
+	// should not pay for a handler clone it almost never uses.
+	c.cfg.Logger.Warn("namespace violation", "account_id", c.claims.Subject, "remote_addr", c.remote,
 		"site", c.claims.Site, "dash", c.claims.Dash, "channel", f.Channel)
 	c.forbidden++
 	c.fail(ctx, f.ID, protocol.CodeForbidden, "channel is outside the token's namespace")
 	if c.forbidden >= c.cfg.ForbiddenLimit {
-		c.close(ctx, CloseTooManyDenials, telemetry.CloseForbidden)
+		c.closeAfterQueued(ctx, CloseTooManyDenials, telemetry.CloseForbidden)
 	}
 }
 
@@ -340,8 +339,33 @@ func (c *conn) armTimer(ctx actor.Context, kind timerKind, d time.Duration) {
 // socket with code (none when code is 0: the socket is already gone) from a
 // goroutine, since a stuck client must not block the actor.
 func (c *conn) close(ctx actor.Context, code uint16, reason string) {
-	if c.closing {
+	if !c.leave(ctx, reason) {
 		return
+	}
+	c.out.close()
+	if code != 0 {
+		go c.sock.Close(code, c.cfg.CloseTimeout)
+	}
+}
+
+// closeAfterQueued is close for a connection whose queued reply explains
+// the close (the err of the denial that ends it): the writer writes what
+// is queued first, then the close frame. A plain close would drop the
+// reply, or race it against the close frame.
+func (c *conn) closeAfterQueued(ctx actor.Context, code uint16, reason string) {
+	if !c.leave(ctx, reason) {
+		return
+	}
+	if c.out.closeAfterQueued(code, c.cfg.CloseTimeout) {
+		c.startWriter(ctx)
+	}
+}
+
+// leave marks the connection closing and leaves every channel; it reports
+// false when the connection was already closing.
+func (c *conn) leave(ctx actor.Context, reason string) bool {
+	if c.closing {
+		return false
 	}
 	c.closing = true
 	c.cfg.Metrics.ConnectionClosed(reason)
@@ -349,10 +373,7 @@ func (c *conn) close(ctx actor.Context, code uint16, reason string) {
 		ctx.Send(c.cfg.registry, &unsubscribe{Channel: ch, Conn: ctx.Self()})
 	}
 	clear(c.subs)
-	c.out.close()
-	if code != 0 {
-		go c.sock.Close(code, c.cfg.CloseTimeout)
-	}
+	return true
 }
 
 // tokenBucket rate-limits a connection's requests: rate tokens a second, at
