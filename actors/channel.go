@@ -197,8 +197,8 @@ func (c *channel) checkIdle(ctx actor.Context) {
 // idleCheck is how long a channel without subscribers waits between checks:
 // a quarter of the retention, so it is freed soon after its last message
 // expires, but never busier than every 10ms nor lazier than every 15s.
-func (cfg *Config) idleCheck() time.Duration {
-	return min(max(cfg.History.Retention/4, 10*time.Millisecond), 15*time.Second)
+func (c *Config) idleCheck() time.Duration {
+	return min(max(c.History.Retention/4, 10*time.Millisecond), 15*time.Second)
 }
 
 // fits reports whether frames stay within a subscriber's queue bounds.

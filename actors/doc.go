@@ -1,0 +1,25 @@
+// Package actors holds the relay's actors, and is the only package that
+// imports protoactor.
+//
+// The registry actor is the parent and supervisor of every channel actor: it
+// owns the map from channel name to PID and routes publish, subscribe and
+// unsubscribe messages to the channel, spawning it on first use and stopping
+// it when it reports itself idle (no subscribers, nothing retained). A
+// channel actor owns its subscriber list and its History (offsets and the
+// replay buffer, behind a small interface so that a shared store can replace
+// memory later); it encodes each message once and sends the same bytes to
+// every subscriber. When it crashes, the registry restarts it: its
+// subscribers survive (they live in a struct captured by the producer) and
+// get a reset frame, and its History starts over with a new epoch.
+//
+// A connection actor owns one WebSocket's subscriptions, its token deadline
+// and its outbound queue; a writer goroutine, alive only while there is
+// something to write, drains the queue into as few socket writes as possible.
+// A connection that panics is stopped, which removes its subscriptions.
+//
+// Concurrency: every actor's state is touched only from its own mailbox, so
+// none needs a lock; the one exception is a connection's outbox, shared
+// with its writer goroutine under a mutex. Messages between actors are plain
+// data (messages.go), so that a later multi-node relay can carry them. Hub
+// is the package's API for the edge and is safe for concurrent use.
+package actors
