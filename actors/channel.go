@@ -26,6 +26,9 @@ type channelState struct {
 	// inflight is the sender of the publish being handled, so that the
 	// publisher gets an answer even when handling it crashes the actor.
 	inflight *actor.PID
+	// idleTimer is the pending idle check, nil when none. It lives here so
+	// that a restart does not start a second chain of checks.
+	idleTimer *time.Timer
 }
 
 // channel is the actor that owns one channel: its subscribers and History.
@@ -58,11 +61,15 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *unsubscribe:
 		c.unsubscribe(m.Conn)
 		c.armIdleCheck(ctx)
-	case *actor.ReceiveTimeout:
+	case *idleTick:
+		c.state.idleTimer = nil
 		c.checkIdle(ctx)
 	case *crashForTest:
 		panic("crashForTest")
 	case *actor.Stopped:
+		if t := c.state.idleTimer; t != nil {
+			t.Stop()
+		}
 		c.cfg.Metrics.ChannelsLive.Dec()
 		c.cfg.Metrics.SubscriptionsOpen.Add(-float64(len(c.state.subs)))
 	}
@@ -172,26 +179,32 @@ func (c *channel) unsubscribe(pid *actor.PID) {
 	c.cfg.Metrics.SubscriptionsOpen.Dec()
 }
 
-// armIdleCheck schedules the next look at whether the channel can passivate.
+// armIdleCheck schedules the next look at whether the channel can passivate,
+// unless it has subscribers or a look is already due. It does not use
+// protoactor's ReceiveTimeout: that timer's goroutine writes the actor
+// context's fields while the mailbox goroutine reads them (a data race in
+// protoactor-go 3c0e61ca19c9, actor_context.go receiveTimeoutHandler, found
+// by TestPassivationChurn), so a plain timer sends a message instead.
 func (c *channel) armIdleCheck(ctx actor.Context) {
-	if len(c.state.subs) == 0 {
-		ctx.SetReceiveTimeout(c.cfg.idleCheck())
+	if len(c.state.subs) > 0 || c.state.idleTimer != nil {
+		return
 	}
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	c.state.idleTimer = time.AfterFunc(c.cfg.idleCheck(), func() { root.Send(self, &idleTick{}) })
 }
 
 // checkIdle asks the registry to stop this channel when it has no
-// subscribers and retains nothing; otherwise it looks again later.
-// ReceiveTimeout fires once, so it is re-armed here.
+// subscribers and retains nothing; otherwise it looks again later. A
+// channel with subscribers stops looking until the last one leaves.
 func (c *channel) checkIdle(ctx actor.Context) {
 	if len(c.state.subs) > 0 {
-		ctx.CancelReceiveTimeout()
 		return
 	}
 	if c.history.Trim(c.cfg.Now()) {
 		// Request, not Send: the registry checks the sender.
 		ctx.Request(ctx.Parent(), &channelIdle{Channel: c.state.name, Received: c.state.received})
 	}
-	ctx.SetReceiveTimeout(c.cfg.idleCheck())
+	c.armIdleCheck(ctx)
 }
 
 // idleCheck is how long a channel without subscribers waits between checks:

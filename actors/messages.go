@@ -77,6 +77,10 @@ type channelIdle struct {
 	Received uint64
 }
 
+// idleTick is a channel's timer asking it to look at whether it can
+// passivate.
+type idleTick struct{}
+
 // subscribed answers a subscribe: the ack frame, then the replayed frames,
 // all to be written before any live delivery of the channel.
 type subscribed struct {

@@ -33,6 +33,11 @@ type outbox struct {
 	ping    bool // the next batch starts with a ping frame
 	writing bool // a writer goroutine is running
 	closed  bool // the connection is closing: queue nothing more
+	// closeCode, when not 0, is a close that waits for what is queued: the
+	// writer writes it, then closes the socket with closeCode, waiting at
+	// most closeTimeout for the close frame. See closeAfterQueued.
+	closeCode    uint16
+	closeTimeout time.Duration
 	// spare is the parts slice of the previous batch, reused so that a
 	// steady stream allocates no new slices.
 	spare [][]byte
@@ -88,9 +93,20 @@ func (o *outbox) startLocked() bool {
 func (o *outbox) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.closed = true
+	o.closed, o.closeCode = true, 0
 	o.parts, o.times, o.spare = nil, nil, nil
 	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
+}
+
+// closeAfterQueued queues nothing more, but unlike close keeps what is
+// queued: the writer writes it and then closes the socket with code. start
+// is as for push.
+func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (start bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.closed, o.ping = true, false
+	o.closeCode, o.closeTimeout = code, timeout
+	return o.startLocked()
 }
 
 // next takes everything queued as a batch for the writer goroutine, or
@@ -102,7 +118,12 @@ func (o *outbox) next(prev *batch) *batch {
 		clear(prev.parts) // do not pin the frames of messages already written
 		o.spare = prev.parts[:0]
 	}
-	if o.closed || (o.frames == 0 && !o.ping) {
+	if o.closeCode != 0 && o.frames == 0 {
+		b := &batch{closeCode: o.closeCode, closeTimeout: o.closeTimeout}
+		o.closeCode, o.writing = 0, false
+		return b
+	}
+	if (o.closed && o.closeCode == 0) || (o.frames == 0 && !o.ping) {
 		o.writing = false
 		return nil
 	}
@@ -122,6 +143,9 @@ type batch struct {
 	msgs   int
 	bytes  int
 	ping   bool
+	// closeCode, when not 0, makes this batch a close frame and nothing else.
+	closeCode    uint16
+	closeTimeout time.Duration
 }
 
 // writeLoop is the writer goroutine: it writes batches until the outbox is
@@ -132,8 +156,18 @@ func (o *outbox) writeLoop(sock Socket, m *telemetry.Metrics, failed func()) {
 		if b = o.next(b); b == nil {
 			return
 		}
+		if b.closeCode != 0 {
+			sock.Close(b.closeCode, b.closeTimeout)
+			return
+		}
 		if err := b.write(sock, m); err != nil {
+			o.mu.Lock()
+			code, timeout := o.closeCode, o.closeTimeout
+			o.mu.Unlock()
 			o.close()
+			if code != 0 {
+				sock.Close(code, timeout) // the close was waiting for this write
+			}
 			failed()
 			return
 		}

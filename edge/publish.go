@@ -178,7 +178,7 @@ func (s *Server) checkPublication(claims auth.Claims, p protocol.Publish) *apiEr
 }
 
 func (s *Server) rateLimit(site string, n int) *apiError {
-	if s.limiter == nil || n == 0 || s.limiter.allow(site, n, time.Now()) {
+	if s.limiter == nil || n == 0 || s.limiter.allow(site, n, s.cfg.Now()) {
 		return nil
 	}
 	return &apiError{fasthttp.StatusTooManyRequests, codeRateLimited, "publish rate limit for this site exceeded", telemetry.PublishRateLimited}

@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"encoding/base64"
 	"errors"
 	"net"
 	"net/http"
@@ -33,7 +34,8 @@ type wsConn struct {
 func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 	switch {
 	case !ctx.IsGet():
-		s.reject(ctx, fasthttp.StatusMethodNotAllowed, telemetry.RejectBadRequest, codeBadRequest, "WebSocket upgrade must be a GET")
+		ctx.Response.Header.Set("Allow", fasthttp.MethodGet)
+		s.reject(ctx, fasthttp.StatusMethodNotAllowed, telemetry.RejectBadRequest, codeMethodNotAllowed, "WebSocket upgrade must be a GET")
 		return
 	case s.draining.Load():
 		s.reject(ctx, fasthttp.StatusServiceUnavailable, telemetry.RejectDraining, codeUnavailable, "server is draining")
@@ -51,9 +53,9 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 	}
 	h := &ctx.Request.Header
 	if !headerHasToken(h.Peek("Connection"), "upgrade") || !headerHasToken(h.Peek("Upgrade"), "websocket") ||
-		string(h.Peek("Sec-WebSocket-Version")) != "13" || len(h.Peek("Sec-WebSocket-Key")) == 0 {
+		string(h.Peek("Sec-WebSocket-Version")) != "13" || !validWebSocketKey(h.Peek("Sec-WebSocket-Key")) {
 		s.reject(ctx, fasthttp.StatusBadRequest, telemetry.RejectBadRequest, codeBadRequest,
-			"not a valid WebSocket upgrade (need Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key)")
+			"not a valid WebSocket upgrade (need Connection: Upgrade, Upgrade: websocket, Sec-WebSocket-Version: 13 and a Sec-WebSocket-Key of 16 base64 bytes)")
 		return
 	}
 	if n := s.open.Add(1); s.cfg.MaxConnections > 0 && n > int64(s.cfg.MaxConnections) {
@@ -82,6 +84,8 @@ func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, rem
 	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
 	socket, err := s.upgrader.UpgradeFromConn(nc, br, req)
 	if err != nil {
+		// fasthttp leaves a hijacked connection to us (KeepHijackedConns).
+		_ = nc.Close()
 		s.open.Add(-1)
 		s.metrics.ConnectionRejected(telemetry.RejectBadRequest)
 		return
@@ -117,6 +121,17 @@ func upgradeRequest(ctx *fasthttp.RequestCtx) *http.Request {
 		}
 	}
 	return &http.Request{Method: http.MethodGet, Header: h}
+}
+
+// validWebSocketKey reports whether key is what RFC 6455 4.1 requires: the
+// base64 of 16 bytes. gws only checks that it is there.
+func validWebSocketKey(key []byte) bool {
+	if len(key) != 24 {
+		return false
+	}
+	var nonce [18]byte // what 24 base64 characters decode to at most
+	n, err := base64.StdEncoding.Decode(nonce[:], key)
+	return err == nil && n == 16
 }
 
 // headerHasToken reports whether a comma-separated header value contains
@@ -200,6 +215,9 @@ func closeReasonOf(err error) string {
 		return telemetry.CloseClient
 	case errors.Is(err, os.ErrDeadlineExceeded):
 		return telemetry.CloseDeadPeer
+	case errors.Is(err, gws.ErrTextEncoding):
+		// gws closed with 1007 but hands us its error, not the code.
+		return telemetry.CloseProtocol
 	case errors.As(err, &code):
 		switch code.Uint16() {
 		case actors.CloseTooLarge:

@@ -11,16 +11,20 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"fmt"
 	"io"
 	"log/slog"
 	"net"
 	"net/http"
+	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 	"go.uber.org/goleak"
 
@@ -121,16 +125,37 @@ func (r *Relay) PublishToken(t testing.TB) string {
 	return r.Token(t, auth.Claims{Subject: "backend", Site: Site, Role: auth.RolePublish})
 }
 
-// Post sends body to path with the bearer token and returns the status and
-// response body.
+// Post sends a JSON body to path with the bearer token and returns the
+// status and response body.
 func (r *Relay) Post(t testing.TB, path, token, body string) (int, string) {
+	t.Helper()
+	return r.PostType(t, path, "application/json", token, body)
+}
+
+// PostType is Post with the given Content-Type; empty token means no
+// Authorization header.
+func (r *Relay) PostType(t testing.TB, path, contentType, token, body string) (int, string) {
 	t.Helper()
 	req, err := http.NewRequest(http.MethodPost, r.URL(path), strings.NewReader(body))
 	require.NoError(t, err)
-	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Content-Type", contentType)
 	if token != "" {
 		req.Header.Set("Authorization", "Bearer "+token)
 	}
+	return do(t, req)
+}
+
+// Get fetches url (a full URL: r.URL(path) or r.AdminURL+path) and returns
+// the status and body.
+func (r *Relay) Get(t testing.TB, url string) (int, string) {
+	t.Helper()
+	req, err := http.NewRequest(http.MethodGet, url, nil)
+	require.NoError(t, err)
+	return do(t, req)
+}
+
+func do(t testing.TB, req *http.Request) (int, string) {
+	t.Helper()
 	resp, err := (&http.Client{Timeout: Wait}).Do(req)
 	require.NoError(t, err)
 	defer resp.Body.Close()
@@ -139,30 +164,117 @@ func (r *Relay) Post(t testing.TB, path, token, body string) (int, string) {
 	return resp.StatusCode, string(b)
 }
 
+// Published is where a publish landed.
+type Published struct {
+	Epoch  string `json:"epoch"`
+	Offset uint64 `json:"offset"`
+}
+
+// Publication is the body of one publish.
+type Publication struct {
+	Channel        string `json:"channel"`
+	Event          string `json:"event"`
+	Data           string `json:"data"`
+	IdempotencyKey string `json:"idempotency_key,omitempty"`
+}
+
 // Publish publishes one message and requires a 200; it returns the offset.
 func (r *Relay) Publish(t testing.TB, token, channel, event, data string) uint64 {
 	t.Helper()
-	body, err := json.Marshal(map[string]string{"channel": channel, "event": event, "data": data})
-	require.NoError(t, err)
-	status, resp := r.Post(t, "/v1/publish", token, string(body))
-	require.Equal(t, http.StatusOK, status, resp)
-	var res struct {
-		Epoch  string `json:"epoch"`
-		Offset uint64 `json:"offset"`
-	}
-	require.NoError(t, json.Unmarshal([]byte(resp), &res))
-	return res.Offset
+	return r.PublishOne(t, token, Publication{Channel: channel, Event: event, Data: data}).Offset
 }
 
-// Metric returns the text of /metrics.
-func (r *Relay) Metrics(t testing.TB) string {
+// PublishOne publishes p and requires a 200.
+func (r *Relay) PublishOne(t testing.TB, token string, p Publication) Published {
 	t.Helper()
-	resp, err := (&http.Client{Timeout: Wait}).Get(r.AdminURL + "/metrics")
+	res, err := r.TryPublish(token, p)
 	require.NoError(t, err)
+	return res
+}
+
+// TryPublish publishes p and returns an error unless it is answered 200.
+// It does not touch a testing.TB, so other goroutines may call it.
+func (r *Relay) TryPublish(token string, p Publication) (Published, error) {
+	var res Published
+	body, err := json.Marshal(p)
+	if err != nil {
+		return res, err
+	}
+	req, err := http.NewRequest(http.MethodPost, r.URL("/v1/publish"), bytes.NewReader(body))
+	if err != nil {
+		return res, err
+	}
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+token)
+	resp, err := (&http.Client{Timeout: Wait}).Do(req)
+	if err != nil {
+		return res, err
+	}
 	defer resp.Body.Close()
 	b, err := io.ReadAll(resp.Body)
-	require.NoError(t, err)
-	return string(b)
+	if err != nil {
+		return res, err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return res, fmt.Errorf("publish answered %d: %s", resp.StatusCode, b)
+	}
+	return res, json.Unmarshal(b, &res)
+}
+
+// Metrics returns the text of /metrics.
+func (r *Relay) Metrics(t testing.TB) string {
+	t.Helper()
+	status, body := r.Get(t, r.AdminURL+"/metrics")
+	require.Equal(t, http.StatusOK, status)
+	return body
+}
+
+// Metric returns the value of one series of /metrics, named exactly as
+// written there (`realtime_connections`, `realtime_publishes_total{result="ok"}`).
+// It fails the test when the series is missing.
+func (r *Relay) Metric(t testing.TB, series string) float64 {
+	t.Helper()
+	v, ok := metricValue(r.Metrics(t), series)
+	require.True(t, ok, "no series %s in /metrics", series)
+	return v
+}
+
+// WaitMetric waits until series has the value want.
+func (r *Relay) WaitMetric(t testing.TB, series string, want float64) {
+	t.Helper()
+	require.EventuallyWithT(t, func(c *assert.CollectT) {
+		text, err := r.metricsText()
+		if !assert.NoError(c, err) {
+			return
+		}
+		v, ok := metricValue(text, series)
+		assert.True(c, ok, "no series %s in /metrics", series)
+		assert.Equal(c, want, v, series) //nolint:testifylint // exact counter values
+	}, Wait, 10*time.Millisecond)
+}
+
+// metricsText fetches /metrics without failing the test, for use inside
+// Eventually, whose condition runs on another goroutine.
+func (r *Relay) metricsText() (string, error) {
+	resp, err := (&http.Client{Timeout: Wait}).Get(r.AdminURL + "/metrics")
+	if err != nil {
+		return "", err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	return string(b), err
+}
+
+func metricValue(text, series string) (float64, bool) {
+	for line := range strings.Lines(text) {
+		rest, ok := strings.CutPrefix(line, series+" ")
+		if !ok {
+			continue
+		}
+		v, err := strconv.ParseFloat(strings.TrimSpace(rest), 64)
+		return v, err == nil
+	}
+	return 0, false
 }
 
 // Client is a real WebSocket client of a relay.
@@ -174,6 +286,8 @@ type Client struct {
 	// code is the close code the server sent (0 when none); written by the
 	// read goroutine before closed is closed.
 	code uint16
+	// pings counts the pings the server sent (each answered with a pong).
+	pings atomic.Int64
 }
 
 // Dial connects with token and requires the upgrade to succeed.
@@ -242,6 +356,22 @@ func (c *Client) Subscribe(id uint64, channel string) protocol.ServerFrame {
 	return ack
 }
 
+// SubscribeSince sends a sub that asks to recover after offset of epoch and
+// requires its ack, which it returns.
+func (c *Client) SubscribeSince(id uint64, channel, epoch string, offset uint64) protocol.ServerFrame {
+	c.t.Helper()
+	c.Send(`{"op":"sub","id":` + itoa(id) + `,"ch":` + quote(channel) +
+		`,"since":{"epoch":` + quote(epoch) + `,"offset":` + itoa(offset) + `}}`)
+	ack := c.NextOp("ack")
+	require.NotNil(c.t, ack.ID)
+	require.Equal(c.t, id, *ack.ID)
+	require.NotNil(c.t, ack.Recovered, "a sub ack always says whether it recovered")
+	return ack
+}
+
+// Pings returns how many pings the server has sent so far.
+func (c *Client) Pings() int64 { return c.pings.Load() }
+
 // NoFrame requires that no frame arrives within d.
 func (c *Client) NoFrame(d time.Duration) {
 	c.t.Helper()
@@ -286,8 +416,12 @@ func (c *Client) OnClose(_ *gws.Conn, err error) {
 	close(c.closed)
 }
 
-func (c *Client) OnPing(conn *gws.Conn, p []byte) { _ = conn.WritePong(p) }
-func (c *Client) OnPong(*gws.Conn, []byte)        {}
+func (c *Client) OnPing(conn *gws.Conn, p []byte) {
+	_ = conn.WritePong(p)
+	c.pings.Add(1)
+}
+
+func (c *Client) OnPong(*gws.Conn, []byte) {}
 
 func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()

@@ -1,0 +1,137 @@
+package bench_test
+
+import (
+	"context"
+	"fmt"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+	"go.uber.org/goleak"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/bench"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+func TestMain(m *testing.M) {
+	// The in-process relay's protoactor system throttles dead-letter logs
+	// (messages to connection actors that just stopped, which a bench's
+	// closing burst produces) with a goroutine that ends after its 1s
+	// DeadLetterThrottleInterval: bounded, not a leak.
+	opts := append([]goleak.Option{
+		goleak.IgnoreAnyFunction("github.com/asynkron/protoactor-go/actor.NewDeadLetter.NewThrottle.func4.1"),
+	}, testutil.LeakOptions...)
+	goleak.VerifyTestMain(m, opts...)
+}
+
+// smoke is a fanout small enough for -race on 2 cores: 2 channels x 5
+// subscribers, 200 msg/s for a second and a half.
+func smoke(cfg bench.Config) bench.Config {
+	cfg.Channels, cfg.Subs, cfg.Rate, cfg.Duration = 2, 5, 200, 1500*time.Millisecond
+	cfg.Concurrency, cfg.Publishers, cfg.SourceAddrs = 4, 2, 2
+	return cfg
+}
+
+func assertDelivered(t *testing.T, res bench.Result) {
+	t.Helper()
+	assert.Empty(t, res.Failures)
+	assert.Equal(t, 10, res.Conns)
+	assert.Equal(t, int64(0), res.PublishErrors)
+	assert.Positive(t, res.Published)
+	assert.Equal(t, res.Published*5, res.Expected)
+	assert.Equal(t, res.Expected, res.Delivered)
+	assert.Equal(t, int64(0), res.Lost)
+	assert.Equal(t, int64(0), res.Duplicated)
+	assert.Equal(t, int64(0), res.Reordered)
+	assert.Equal(t, int64(0), res.Extra)
+	require.NotNil(t, res.Latency)
+	assert.Equal(t, res.Delivered, res.Latency.Count)
+}
+
+func TestFanoutSmoke(t *testing.T) {
+	for _, batch := range []int{1, 10} {
+		t.Run(fmt.Sprintf("batch=%d", batch), func(t *testing.T) {
+			relay := testutil.StartRelay(t)
+			cfg := smoke(bench.Config{URL: "http://" + relay.Addr, Key: relay.Key, Batch: batch})
+			ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+			defer cancel()
+			res, err := bench.Run(ctx, cfg)
+			require.NoError(t, err)
+			assertDelivered(t, res)
+			assert.Nil(t, res.Server, "a URL target has no /proc numbers")
+		})
+	}
+}
+
+// TestFanoutChild runs the default target: a `realtime serve` child,
+// built here, measured through /proc and stopped with SIGTERM; then the
+// same load against the baseline child.
+func TestFanoutChild(t *testing.T) {
+	bin := filepath.Join(t.TempDir(), "realtime")
+	args := append([]string{"build", "-o", bin}, raceFlags...)
+	out, err := exec.Command("go", append(args, "github.com/realtime-relay/realtime/cmd/realtime")...).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := bench.Run(ctx, smoke(bench.Config{ServerBinary: bin, ServerArgs: []string{"--send-queue-bytes=262144"}, Baseline: true}))
+	require.NoError(t, err)
+	assertDelivered(t, res)
+	require.NotNil(t, res.Server)
+	assert.Positive(t, res.Server.CPUSeconds)
+	assert.Positive(t, res.Server.RSSBytes)
+	require.NotNil(t, res.Baseline)
+	assertDelivered(t, *res.Baseline)
+	require.NotNil(t, res.Ratio)
+	assert.Positive(t, res.Ratio.DeliveredPerSec)
+}
+
+func TestConnectSmoke(t *testing.T) {
+	relay := testutil.StartRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	res, err := bench.Run(ctx, bench.Config{Scenario: bench.ScenarioConnect, URL: "http://" + relay.Addr, Key: relay.Key,
+		Conns: 50, Concurrency: 8, Hold: 100 * time.Millisecond})
+	require.NoError(t, err)
+	assert.Empty(t, res.Failures)
+	assert.Equal(t, 50, res.Conns)
+	assert.Positive(t, res.ConnectsPerSec)
+}
+
+func TestRelayDown(t *testing.T) {
+	relay := testutil.StartRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	// A key the relay does not know: every upgrade is refused with 401.
+	other := relay.Key
+	other.Secret = append([]byte(nil), other.Secret...)
+	other.Secret[0] ^= 1
+	_, err := bench.Run(ctx, smoke(bench.Config{URL: "http://" + relay.Addr, Key: other}))
+	require.Error(t, err)
+	assert.Contains(t, err.Error(), "HTTP 401")
+}
+
+func TestConfigValidate(t *testing.T) {
+	f := func(name string, cfg bench.Config) {
+		t.Run(name, func(t *testing.T) {
+			_, err := bench.Run(context.Background(), cfg)
+			assert.ErrorIs(t, err, bench.ErrConfig)
+		})
+	}
+	f("unknown scenario", bench.Config{Scenario: "nope"})
+	f("url without key", bench.Config{URL: "http://127.0.0.1:1"})
+	f("bad url", bench.Config{URL: "ftp://x", Key: testKey(t)})
+	f("tiny payload", bench.Config{PayloadBytes: 5})
+	f("negative rate", bench.Config{Rate: -1})
+	f("baseline with url", bench.Config{URL: "http://127.0.0.1:1", Key: testKey(t), Baseline: true})
+}
+
+func testKey(t *testing.T) auth.Key {
+	k, err := auth.GenerateKey("t")
+	require.NoError(t, err)
+	return k
+}

@@ -1,0 +1,26 @@
+// Package bench is the load generator behind `realtime bench`: it starts a
+// relay as a child process (or drives one given by URL), opens WebSocket
+// subscribers and HTTP publishers against it, and measures delivery
+// (loss, duplicates, order), end-to-end latency, throughput and the CPU and
+// memory each side spent.
+//
+// Run is the only entry point. Everything a run owns (the child process,
+// the connections, the counters) lives in one run value and ends with Run.
+//
+// Concurrency. The goroutine that calls Run orchestrates: it starts the
+// target, dials, starts the publishers, prints progress and collects the
+// result; no other goroutine touches the run's plain fields.
+//   - Each subscriber connection has one reader goroutine that owns its
+//     socket reads, its pongs (its only writes after the sub frame) and its
+//     delivery bookkeeping; Run reads that bookkeeping only after the reader
+//     has exited (WaitGroup).
+//   - Each publisher goroutine owns its HTTP request buffers; published
+//     counts per channel are atomics shared with Run.
+//   - Latencies go to a few histogram shards, each guarded by its mutex; a
+//     reader takes its shard's lock once per frame, not per message.
+//   - Global progress counters are atomics, added once per frame.
+//
+// The load generator shares the machine with the relay when the relay is a
+// child, so it is lean: a subscriber reads frames into a reused buffer and
+// scans only the bytes it needs, with no per-message allocation.
+package bench

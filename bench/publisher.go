@@ -1,0 +1,180 @@
+package bench
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"github.com/realtime-relay/realtime/internal/protocol"
+)
+
+// publishTimeout bounds one publish request.
+const publishTimeout = 10 * time.Second
+
+// benchEvent is the event name of every message the bench publishes.
+const benchEvent = "Bench"
+
+// publisher posts messages over one keep-alive HTTP connection at a steady
+// request rate. Each publisher runs on its own goroutine and owns its
+// buffers; it shares only atomics with the run.
+type publisher struct {
+	// Static after construction.
+	client   *http.Client
+	url      string
+	auth     string   // "Bearer <publish token>"
+	channels []string // names of the channels it publishes to, in turn
+	indexes  []int    // their indexes into published
+	batch    int
+	payload  int
+	// published counts successful publishes per channel, shared by all
+	// publishers and read by the run.
+	published []atomic.Int64
+	ctr       *counters
+
+	// Owned by the publisher's goroutine.
+	next    int // index into channels of the next message
+	body    []byte
+	resp    bytes.Buffer
+	lastErr error
+}
+
+// newTransport returns the keep-alive transport every publisher shares:
+// one connection per publisher, never closed between requests.
+func newTransport(publishers int) *http.Transport {
+	return &http.Transport{
+		MaxIdleConns:        publishers,
+		MaxIdleConnsPerHost: publishers,
+		MaxConnsPerHost:     publishers,
+		IdleConnTimeout:     time.Minute,
+		DisableCompression:  true,
+		ForceAttemptHTTP2:   false,
+	}
+}
+
+// run publishes until end at reqRate requests per second. A publisher that
+// falls behind sends at once until it has caught up, but never past end
+// (plus one interval of grace), so the achieved rate shows whether the
+// target was held.
+func (p *publisher) run(ctx context.Context, start, end time.Time, reqRate float64) {
+	interval := time.Duration(float64(time.Second) / reqRate)
+	stop := end.Add(interval)
+	timer := time.NewTimer(0)
+	defer timer.Stop()
+	<-timer.C
+	for k := 0; ; k++ {
+		at := start.Add(time.Duration(k) * interval)
+		if !at.Before(end) || !time.Now().Before(stop) {
+			return
+		}
+		if d := time.Until(at); d > 0 {
+			timer.Reset(d)
+			select {
+			case <-ctx.Done():
+				return
+			case <-timer.C:
+			}
+		} else if ctx.Err() != nil {
+			return
+		}
+		p.publish(ctx)
+	}
+}
+
+// publish sends one request of p.batch messages, stamped with the time of
+// the call.
+func (p *publisher) publish(ctx context.Context) {
+	now := time.Now()
+	first := p.next
+	b := p.body[:0]
+	if p.batch > 1 {
+		b = append(b, `{"messages":[`...)
+	}
+	for i := range p.batch {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(b, `{"channel":`...)
+		b = protocol.AppendString(b, p.channels[p.next])
+		b = append(b, `,"event":"`+benchEvent+`","data":"`...)
+		b = appendPayload(b, now, p.payload)
+		b = append(b, `"}`...)
+		p.next = (p.next + 1) % len(p.channels)
+	}
+	if p.batch > 1 {
+		b = append(b, `]}`...)
+	}
+	p.body = b
+
+	ok := p.do(ctx, b)
+	// A batch answers per message, in order; count what went through.
+	for i := range p.batch {
+		ch := (first + i) % len(p.channels)
+		if ok == nil || (p.batch > 1 && ok[i]) {
+			p.published[p.indexes[ch]].Add(1)
+			p.ctr.published.Add(1)
+		} else {
+			p.ctr.publishErrors.Add(1)
+		}
+	}
+}
+
+// do posts body and returns nil when every message was published, or
+// which ones were (all false when the request failed).
+func (p *publisher) do(ctx context.Context, body []byte) []bool {
+	ctx, cancel := context.WithTimeout(ctx, publishTimeout)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, p.url, bytes.NewReader(body))
+	if err != nil {
+		return p.failed(err)
+	}
+	req.Header.Set("Authorization", p.auth)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := p.client.Do(req)
+	if err != nil {
+		return p.failed(err)
+	}
+	p.resp.Reset()
+	_, err = io.Copy(&p.resp, resp.Body)
+	_ = resp.Body.Close()
+	if err != nil {
+		return p.failed(err)
+	}
+	if resp.StatusCode != http.StatusOK {
+		return p.failed(fmt.Errorf("HTTP %d: %s", resp.StatusCode, truncate(p.resp.String(), 200)))
+	}
+	if p.batch == 1 || !bytes.Contains(p.resp.Bytes(), []byte(`"error"`)) {
+		return nil
+	}
+	// Some items failed: the rare path, so plain encoding/json.
+	var r struct {
+		Results []struct {
+			Error json.RawMessage `json:"error"`
+		} `json:"results"`
+	}
+	if err := json.Unmarshal(p.resp.Bytes(), &r); err != nil || len(r.Results) != p.batch {
+		return p.failed(fmt.Errorf("bad batch answer: %s", truncate(p.resp.String(), 200)))
+	}
+	ok := make([]bool, p.batch)
+	for i, res := range r.Results {
+		ok[i] = res.Error == nil
+	}
+	p.lastErr = fmt.Errorf("batch item failed: %s", truncate(p.resp.String(), 200))
+	return ok
+}
+
+func (p *publisher) failed(err error) []bool {
+	p.lastErr = err
+	return make([]bool, p.batch)
+}
+
+func truncate(s string, n int) string {
+	if len(s) > n {
+		return s[:n] + "..."
+	}
+	return s
+}

@@ -1,0 +1,121 @@
+package bench
+
+import (
+	"bytes"
+	"strconv"
+	"time"
+)
+
+// The relay's server frames are JSON objects written by its own encoder
+// (internal/protocol), one or more per WebSocket message separated by '\n'.
+// The bench reads only a few fields of them, so it scans bytes for the keys
+// it needs instead of decoding: this is the load generator's hot path.
+// Both keys it looks for inside a msg ("offset", and the timestamp at the
+// start of "data") cannot occur inside the bench's own data, which is
+// digits and padding only.
+
+var (
+	keyOp     = []byte(`"op":"`)
+	keyOffset = []byte(`"offset":`)
+	keyData   = []byte(`"data":"`)
+	keyCode   = []byte(`"code":"`)
+)
+
+// payloadPrefix starts every data the bench publishes; the unix-nanosecond
+// send time follows in tsDigits digits.
+const (
+	payloadPrefix = 't'
+	tsDigits      = 19
+	paddingByte   = 'x'
+)
+
+// appendPayload appends the data of a message sent at t, padded to size
+// bytes (size >= minPayloadBytes).
+func appendPayload(dst []byte, t time.Time, size int) []byte {
+	start := len(dst)
+	dst = append(dst, payloadPrefix)
+	ns := t.UnixNano()
+	// Zero-pad to a fixed width so the scan can rely on it.
+	var digits [tsDigits]byte
+	for i := tsDigits - 1; i >= 0; i-- {
+		digits[i] = byte('0' + ns%10)
+		ns /= 10
+	}
+	dst = append(dst, digits[:]...)
+	for len(dst)-start < size {
+		dst = append(dst, paddingByte)
+	}
+	return dst
+}
+
+// nextObject cuts the first '\n'-separated object off p.
+func nextObject(p []byte) (obj, rest []byte) {
+	if i := bytes.IndexByte(p, '\n'); i >= 0 {
+		return p[:i], p[i+1:]
+	}
+	return p, nil
+}
+
+// stringAfter returns the JSON string value (unescaped content, which the
+// relay's ops and codes never need) that follows key in obj.
+func stringAfter(obj, key []byte) []byte {
+	i := bytes.Index(obj, key)
+	if i < 0 {
+		return nil
+	}
+	v := obj[i+len(key):]
+	if j := bytes.IndexByte(v, '"'); j >= 0 {
+		return v[:j]
+	}
+	return nil
+}
+
+// uintAfter returns the unsigned integer that follows key in obj.
+func uintAfter(obj, key []byte) (uint64, bool) {
+	i := bytes.Index(obj, key)
+	if i < 0 {
+		return 0, false
+	}
+	return parseUint(obj[i+len(key):])
+}
+
+// parseUint parses the leading decimal digits of b.
+func parseUint(b []byte) (uint64, bool) {
+	var n uint64
+	i := 0
+	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
+		n = n*10 + uint64(b[i]-'0')
+	}
+	return n, i > 0
+}
+
+// sentAt returns the send time (unix ns) carried in a msg object's data, or
+// false if the data is not the bench's.
+func sentAt(obj []byte) (int64, bool) {
+	i := bytes.Index(obj, keyData)
+	if i < 0 {
+		return 0, false
+	}
+	d := obj[i+len(keyData):]
+	if len(d) < 1+tsDigits || d[0] != payloadPrefix {
+		return 0, false
+	}
+	n, ok := parseUint(d[1 : 1+tsDigits])
+	return int64(n), ok
+}
+
+// formatCount writes n with thousands separators, for the human table.
+func formatCount(n int64) string {
+	s := strconv.FormatInt(n, 10)
+	if n < 0 {
+		return "-" + formatCount(-n)
+	}
+	var b []byte
+	for i := range len(s) {
+		if i > 0 && (len(s)-i)%3 == 0 {
+			b = append(b, ',')
+		}
+		b = append(b, s[i])
+	}
+	return string(b)
+}

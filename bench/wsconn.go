@@ -1,0 +1,273 @@
+package bench
+
+import (
+	"bufio"
+	"context"
+	"crypto/rand"
+	"crypto/sha1"
+	"crypto/tls"
+	"encoding/base64"
+	"encoding/binary"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"net/url"
+	"strings"
+	"time"
+)
+
+// WebSocket opcodes (RFC 6455 section 5.2).
+const (
+	opContinuation = 0x0
+	opText         = 0x1
+	opBinary       = 0x2
+	opClose        = 0x8
+	opPing         = 0x9
+	opPong         = 0xA
+)
+
+// readBufferBytes is each subscriber's bufio size: server frames of the
+// bench are small, and this is paid per connection.
+const readBufferBytes = 2 << 10
+
+// maxFrameBytes bounds a server frame the client accepts.
+const maxFrameBytes = 16 << 20
+
+const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
+
+// errClosed is returned by readFrame when the server sent a close frame;
+// closeError carries its code.
+var errClosed = errors.New("bench: server closed the WebSocket")
+
+// closeError is a close frame received from the server.
+type closeError struct{ code uint16 }
+
+func (e closeError) Error() string {
+	return fmt.Sprintf("bench: server closed the WebSocket with %d", e.code)
+}
+func (e closeError) Unwrap() error { return errClosed }
+
+// upgradeError is a non-101 answer to the upgrade request.
+type upgradeError struct{ status int }
+
+func (e upgradeError) Error() string { return fmt.Sprintf("bench: upgrade answered HTTP %d", e.status) }
+
+// wsConn is a minimal client side of a WebSocket: enough of RFC 6455 to
+// subscribe and to read the relay's text frames fast.
+//
+// Must only be used by one goroutine at a time: the dialer, then its reader.
+// Close may be called from any goroutine (it only closes the socket).
+type wsConn struct {
+	nc  net.Conn
+	br  *bufio.Reader
+	buf []byte // reused message payload
+	out []byte // reused outgoing frame
+	// ctlStart is where the last frame's payload starts in buf.
+	ctlStart int
+}
+
+// dialer opens subscriber connections to one relay.
+type dialer struct {
+	// Static after construction.
+	host     string // host:port to dial
+	tls      *tls.Config
+	path     string // "/v1/ws?token=" without the token
+	sources  []*net.TCPAddr
+	timeout  time.Duration
+	hostName string // Host header
+}
+
+func newDialer(base *url.URL, sourceAddrs int, timeout time.Duration) *dialer {
+	d := &dialer{host: base.Host, hostName: base.Host, path: "/v1/ws?token=", timeout: timeout}
+	if base.Port() == "" {
+		d.host = net.JoinHostPort(base.Hostname(), map[bool]string{true: "443", false: "80"}[base.Scheme == "https"])
+	}
+	if base.Scheme == "https" {
+		d.tls = &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12}
+	}
+	// Spread source addresses only when the target is IPv4 loopback: a
+	// 127.0.0.x source cannot reach anything else.
+	if ip := net.ParseIP(base.Hostname()); ip != nil && ip.To4() != nil && ip.IsLoopback() {
+		for i := range sourceAddrs {
+			d.sources = append(d.sources, &net.TCPAddr{IP: net.IPv4(127, 0, 0, byte(2+i))})
+		}
+	}
+	return d
+}
+
+// dial opens connection number n (which picks its source address) and
+// upgrades it with token.
+func (d *dialer) dial(ctx context.Context, n int, token string) (*wsConn, error) {
+	nd := net.Dialer{Timeout: d.timeout}
+	if len(d.sources) > 0 {
+		nd.LocalAddr = d.sources[n%len(d.sources)]
+	}
+	nc, err := nd.DialContext(ctx, "tcp", d.host)
+	if err != nil {
+		return nil, err
+	}
+	if d.tls != nil {
+		nc = tls.Client(nc, d.tls)
+	}
+	c := &wsConn{nc: nc, br: bufio.NewReaderSize(nc, readBufferBytes)}
+	if err := c.handshake(d, token); err != nil {
+		_ = nc.Close()
+		return nil, err
+	}
+	return c, nil
+}
+
+// handshake sends the upgrade request and checks the 101.
+func (c *wsConn) handshake(d *dialer, token string) error {
+	var nonce [16]byte
+	_, _ = rand.Read(nonce[:])
+	key := base64.StdEncoding.EncodeToString(nonce[:])
+	_ = c.nc.SetDeadline(time.Now().Add(d.timeout))
+	req := "GET " + d.path + url.QueryEscape(token) + " HTTP/1.1\r\nHost: " + d.hostName +
+		"\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Key: " + key +
+		"\r\nSec-WebSocket-Version: 13\r\n\r\n"
+	if _, err := io.WriteString(c.nc, req); err != nil {
+		return err
+	}
+	resp, err := http.ReadResponse(c.br, nil)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusSwitchingProtocols {
+		_ = resp.Body.Close()
+		return upgradeError{resp.StatusCode}
+	}
+	sum := sha1.Sum([]byte(key + wsGUID))
+	if resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
+		return errors.New("bench: bad Sec-WebSocket-Accept")
+	}
+	if !strings.EqualFold(resp.Header.Get("Upgrade"), "websocket") {
+		return errors.New("bench: upgrade response without Upgrade: websocket")
+	}
+	return c.nc.SetDeadline(time.Time{})
+}
+
+// writeFrame sends one masked client frame (clients must mask, RFC 6455
+// section 5.3). Must only be called by the connection's owner.
+func (c *wsConn) writeFrame(op byte, payload []byte) error {
+	c.out = appendFrame(c.out[:0], op, payload)
+	_, err := c.nc.Write(c.out)
+	return err
+}
+
+// appendFrame appends a masked client frame.
+func appendFrame(b []byte, op byte, payload []byte) []byte {
+	b = append(b, 0x80|op)
+	switch n := len(payload); {
+	case n < 126:
+		b = append(b, 0x80|byte(n))
+	case n <= 0xffff:
+		b = append(b, 0x80|126, byte(n>>8), byte(n))
+	default:
+		b = append(b, 0x80|127)
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	var mask [4]byte
+	_, _ = rand.Read(mask[:])
+	b = append(b, mask[:]...)
+	start := len(b)
+	b = append(b, payload...)
+	for i := range b[start:] {
+		b[start+i] ^= mask[i&3]
+	}
+	return b
+}
+
+// readMessage returns the next text message's payload, answering pings on
+// the way. The slice is valid until the next call. A close frame from the
+// server returns a closeError.
+func (c *wsConn) readMessage() ([]byte, error) {
+	c.buf = c.buf[:0]
+	for {
+		fin, op, err := c.readFrame()
+		if err != nil {
+			return nil, err
+		}
+		switch op {
+		case opPing:
+			// The ping payload sits at the end of buf; pong with it and
+			// forget it.
+			if err := c.writeFrame(opPong, c.buf[c.ctlStart:]); err != nil {
+				return nil, err
+			}
+			c.buf = c.buf[:c.ctlStart]
+			continue
+		case opPong:
+			c.buf = c.buf[:c.ctlStart]
+			continue
+		case opClose:
+			var code uint16 = 1005 // no status code present
+			if p := c.buf[c.ctlStart:]; len(p) >= 2 {
+				code = binary.BigEndian.Uint16(p)
+			}
+			return nil, closeError{code}
+		}
+		if fin {
+			return c.buf, nil
+		}
+	}
+}
+
+// readFrame appends the next frame's payload to c.buf. Control frames
+// (which may come between the fragments of a message) are appended too,
+// from c.ctlStart on, and so must be removed by the caller.
+func (c *wsConn) readFrame() (fin bool, op byte, err error) {
+	var h [2]byte
+	if _, err = io.ReadFull(c.br, h[:]); err != nil {
+		return false, 0, err
+	}
+	fin, op = h[0]&0x80 != 0, h[0]&0x0f
+	if h[1]&0x80 != 0 {
+		return false, 0, errors.New("bench: server sent a masked frame")
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var ext [2]byte
+		if _, err = io.ReadFull(c.br, ext[:]); err != nil {
+			return false, 0, err
+		}
+		n = uint64(binary.BigEndian.Uint16(ext[:]))
+	case 127:
+		var ext [8]byte
+		if _, err = io.ReadFull(c.br, ext[:]); err != nil {
+			return false, 0, err
+		}
+		n = binary.BigEndian.Uint64(ext[:])
+	}
+	if n > maxFrameBytes || uint64(len(c.buf))+n > maxFrameBytes {
+		return false, 0, fmt.Errorf("bench: server frame of %d bytes", n)
+	}
+	switch op {
+	case opText, opBinary, opContinuation, opClose, opPing, opPong:
+	default:
+		return false, 0, fmt.Errorf("bench: unknown opcode %d", op)
+	}
+	c.ctlStart = len(c.buf)
+	start := len(c.buf)
+	if need := start + int(n); need > cap(c.buf) {
+		grown := make([]byte, start, max(need, 2*cap(c.buf)))
+		copy(grown, c.buf)
+		c.buf = grown
+	}
+	c.buf = c.buf[:start+int(n)]
+	_, err = io.ReadFull(c.br, c.buf[start:])
+	return fin, op, err
+}
+
+// close sends a normal close frame and closes the socket, waiting at most
+// a moment for the write. It may be called from any goroutine: it has its
+// own buffer, and a net.Conn write is atomic with respect to others.
+func (c *wsConn) close() {
+	var b [16]byte
+	_ = c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
+	_, _ = c.nc.Write(appendFrame(b[:0], opClose, []byte{0x03, 0xe8})) // 1000
+	_ = c.nc.Close()
+}

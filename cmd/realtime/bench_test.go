@@ -1,0 +1,50 @@
+package main
+
+import (
+	"io"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/auth"
+	loadgen "github.com/realtime-relay/realtime/bench"
+)
+
+func TestBenchConfig(t *testing.T) {
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	t.Setenv("REALTIME_SUBS", "7")      // env twin
+	t.Setenv("REALTIME_CHANNELS", "99") // the flag wins
+	cfg, out, err := benchConfig([]string{
+		"--scenario", "ramp", "--channels", "3", "--rate", "250", "--duration", "2s", "--batch", "20",
+		"--url", "http://127.0.0.1:8080", "--key", key.String(), "--max-p99", "10ms", "--min-rate", "100",
+		"--server-arg=--send-queue-bytes=65536", "--server-arg", "--retention=1m", "--json",
+	}, io.Discard)
+	require.NoError(t, err)
+	assert.True(t, out.json)
+	assert.Equal(t, loadgen.ScenarioRamp, cfg.Scenario)
+	assert.Equal(t, 3, cfg.Channels)
+	assert.Equal(t, 7, cfg.Subs)
+	assert.InDelta(t, 250.0, cfg.Rate, 0)
+	assert.Equal(t, 2*time.Second, cfg.Duration)
+	assert.Equal(t, 20, cfg.Batch)
+	assert.Equal(t, key, cfg.Key)
+	assert.Equal(t, 10*time.Millisecond, cfg.MaxP99)
+	assert.Equal(t, []string{"--send-queue-bytes=65536", "--retention=1m"}, cfg.ServerArgs)
+}
+
+func TestBenchConfigErrors(t *testing.T) {
+	f := func(name string, args ...string) {
+		t.Run(name, func(t *testing.T) {
+			_, _, err := benchConfig(args, io.Discard)
+			assert.Error(t, err)
+		})
+	}
+	f("url without key", "--url", "http://127.0.0.1:1")
+	f("key without url", "--key", "k:"+"AAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAAA=")
+	f("bad key", "--url", "http://127.0.0.1:1", "--key", "nope")
+	f("unknown flag", "--nope")
+	f("stray argument", "fanout")
+}

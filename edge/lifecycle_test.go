@@ -1,0 +1,251 @@
+package edge_test
+
+import (
+	"encoding/json"
+	"io"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/actors"
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/edge"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+// shortToken mints a subscribe token of the default namespace that expires
+// in one to two seconds (exp has whole seconds).
+func shortToken(t *testing.T, r *testutil.Relay) (string, time.Time) {
+	now := time.Now()
+	exp := now.Add(2 * time.Second).Truncate(time.Second)
+	return r.Token(t, auth.Claims{Subject: "acct-1", Site: testutil.Site, Dash: testutil.Dash,
+		Role: auth.RoleSubscribe, IssuedAt: now, ExpiresAt: exp}), exp
+}
+
+func TestTokenExpiryCloses4001(t *testing.T) {
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.Actors.ExpiringLead = time.Minute })
+	tok, exp := shortToken(t, r)
+	c := r.Dial(t, tok)
+	// Less than the lead remains: the warning comes at once.
+	f := c.NextOp("expiring")
+	assert.Equal(t, exp.Unix(), f.Exp)
+	c.Subscribe(1, testutil.Channel("g"))
+
+	assert.Equal(t, uint16(actors.CloseTokenExpired), c.WaitClosed())
+	assert.False(t, time.Now().Before(exp), "closed before the token's exp")
+	assert.InDelta(t, 1, r.Metric(t, "realtime_token_expiries_total"), 0)
+	r.WaitMetric(t, `realtime_connections_closed_total{reason="expired"}`, 1)
+	r.WaitMetric(t, "realtime_subscriptions", 0)
+}
+
+func TestRefresh(t *testing.T) {
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.Actors.ExpiringLead = time.Minute })
+	short, exp := shortToken(t, r)
+	refreshed := r.Dial(t, short)
+	refreshed.NextOp("expiring")
+	// control has the same token and is not refreshed: its close proves that
+	// the old deadline has passed.
+	control := r.Dial(t, short)
+	control.NextOp("expiring")
+
+	otherDash := r.Token(t, auth.Claims{Subject: "acct-1", Site: testutil.Site, Dash: "dash-2", Role: auth.RoleSubscribe})
+	otherSub := r.Token(t, auth.Claims{Subject: "acct-2", Site: testutil.Site, Dash: testutil.Dash, Role: auth.RoleSubscribe})
+	otherSite := r.Token(t, auth.Claims{Subject: "acct-1", Site: "ari:cloud:jira::site/other", Dash: testutil.Dash, Role: auth.RoleSubscribe})
+	publish := r.Token(t, auth.Claims{Subject: "acct-1", Site: testutil.Site, Dash: testutil.Dash, Role: auth.RolePublish})
+	for i, tok := range []string{otherDash, otherSub, otherSite, publish, "not-a-token"} {
+		id := uint64(10 + i)
+		refreshed.Send(`{"op":"refresh","id":` + u(id) + `,"token":"` + tok + `"}`)
+		f := refreshed.NextOp("err")
+		assert.Equal(t, "forbidden", f.Code, "token %d", i)
+		require.NotNil(t, f.ID)
+		assert.Equal(t, id, *f.ID)
+	}
+
+	longExp := time.Now().Add(time.Hour).Truncate(time.Second)
+	valid := r.Token(t, auth.Claims{Subject: "acct-1", Site: testutil.Site, Dash: testutil.Dash,
+		Role: auth.RoleSubscribe, ExpiresAt: longExp})
+	refreshed.Send(`{"op":"refresh","id":3,"token":"` + valid + `"}`)
+	ack := refreshed.NextOp("ack")
+	require.NotNil(t, ack.ID)
+	assert.Equal(t, uint64(3), *ack.ID)
+	assert.Equal(t, longExp.Unix(), ack.Exp)
+
+	assert.Equal(t, uint16(actors.CloseTokenExpired), control.WaitClosed())
+	require.False(t, time.Now().Before(exp))
+	// Past the old exp, the refreshed connection still works.
+	ch := testutil.Channel("g")
+	refreshed.Subscribe(4, ch)
+	requireLive(t, r, r.PublishToken(t), ch, refreshed)
+	select {
+	case <-refreshed.Closed():
+		t.Fatal("the refreshed connection was closed")
+	default:
+	}
+	assert.InDelta(t, 1, r.Metric(t, "realtime_token_expiries_total"), 0)
+}
+
+func TestNamespaceDenial(t *testing.T) {
+	r := testutil.StartRelay(t)
+	tok := r.SubscribeToken(t)
+	c := r.Dial(t, tok)
+	remote := c.Raw().NetConn().LocalAddr().String()
+	denied := []string{
+		testutil.Site + "/dash-2/g",
+		"ari:cloud:jira::site/other/" + testutil.Dash + "/g",
+		testutil.Site + "/dash-10/g",
+		"ari:cloud:jira::site/0b7f-test-2/" + testutil.Dash + "/g", // the site is a prefix of this one
+		testutil.Site + "/dash-2/g2",
+	}
+	require.Len(t, denied, 5, "the default limit is 5 denials")
+	for i, ch := range denied {
+		id := uint64(i + 1)
+		c.Send(`{"op":"sub","id":` + u(id) + `,"ch":"` + ch + `"}`)
+		f := c.NextOp("err")
+		assert.Equal(t, "forbidden", f.Code, ch)
+		require.NotNil(t, f.ID)
+		assert.Equal(t, id, *f.ID)
+		r.WaitMetric(t, "realtime_namespace_denied_total", float64(i+1))
+		if i < len(denied)-1 {
+			// Still open: a subscription in its namespace works.
+			c.Subscribe(100+id, testutil.Channel("ok-"+u(id)))
+		}
+	}
+	assert.Equal(t, uint16(actors.CloseTooManyDenials), c.WaitClosed())
+	r.WaitMetric(t, `realtime_connections_closed_total{reason="forbidden"}`, 1)
+
+	logs := r.Logs()
+	assert.NotContains(t, logs, tok, "a token must never be logged")
+	var audits []map[string]any
+	for line := range strings.Lines(logs) {
+		var rec map[string]any
+		require.NoError(t, json.Unmarshal([]byte(line), &rec), line)
+		if rec["msg"] == "namespace violation" {
+			audits = append(audits, rec)
+		}
+	}
+	require.Len(t, audits, len(denied))
+	for i, rec := range audits {
+		assert.Equal(t, "acct-1", rec["account_id"])
+		assert.Equal(t, testutil.Site, rec["site"])
+		assert.Equal(t, testutil.Dash, rec["dash"])
+		assert.Equal(t, denied[i], rec["channel"])
+		assert.Equal(t, remote, rec["remote_addr"])
+	}
+}
+
+func TestChannelCrashResetsSubscribers(t *testing.T) {
+	r := testutil.StartRelay(t)
+	pub, sub := r.PublishToken(t), r.SubscribeToken(t)
+	ch := testutil.Channel("crashy")
+	a, b := r.Dial(t, sub), r.Dial(t, sub)
+	oldEpoch := a.Subscribe(1, ch).Epoch
+	b.Subscribe(1, ch)
+	_, last := publishN(t, r, pub, ch, 2)
+	requireMsgs(t, a, ch, 1, last)
+	requireMsgs(t, b, ch, 1, last)
+
+	r.Server.Hub().CrashChannelForTest(ch)
+	var newEpoch string
+	for _, c := range []*testutil.Client{a, b} {
+		f := c.NextOp("reset")
+		assert.Equal(t, ch, f.Ch)
+		assert.NotEqual(t, oldEpoch, f.Epoch)
+		assert.Equal(t, uint64(0), f.Offset)
+		newEpoch = f.Epoch
+	}
+	r.WaitMetric(t, "realtime_channel_restarts_total", 1)
+
+	// Live delivery goes on in the new epoch.
+	res := r.PublishOne(t, pub, testutil.Publication{Channel: ch, Event: "AfterCrash", Data: "x"})
+	assert.Equal(t, newEpoch, res.Epoch)
+	assert.Equal(t, uint64(1), res.Offset)
+	requireMsgs(t, a, ch, 1, 1)
+	requireMsgs(t, b, ch, 1, 1)
+	assert.InDelta(t, 2, r.Metric(t, "realtime_subscriptions"), 0)
+
+	// A reconnect that asks to recover across the crash cannot.
+	c := r.Dial(t, sub)
+	ack := c.SubscribeSince(1, ch, oldEpoch, last)
+	assert.False(t, *ack.Recovered)
+	assert.Equal(t, newEpoch, ack.Epoch)
+	requireLive(t, r, pub, ch, a, b, c)
+}
+
+func TestConnActorCrash(t *testing.T) {
+	r := testutil.StartRelay(t)
+	sub := r.SubscribeToken(t)
+	ch := testutil.Channel("g")
+	crashed := r.Dial(t, sub)
+	crashed.Subscribe(1, ch)
+	conns := r.Server.ConnsForTest()
+	require.Len(t, conns, 1)
+	victim := conns[0]
+	other := r.Dial(t, sub)
+	other.Subscribe(1, ch)
+	r.WaitMetric(t, "realtime_subscriptions", 2)
+
+	victim.CrashForTest()
+	crashed.WaitClosed()
+	r.WaitMetric(t, "realtime_subscriptions", 1)
+	r.WaitMetric(t, "realtime_connections", 1)
+	r.WaitMetric(t, `realtime_connections_closed_total{reason="actor_failure"}`, 1)
+	requireLive(t, r, r.PublishToken(t), ch, other)
+}
+
+func TestChannelPassivates(t *testing.T) {
+	const retention = time.Second
+	clock := testutil.NewClock()
+	r := testutil.StartRelay(t, clocked(clock, retention))
+	pub := r.PublishToken(t)
+	ch := testutil.Channel("idle")
+	c := r.Dial(t, r.SubscribeToken(t))
+	epoch := c.Subscribe(1, ch).Epoch
+	requireLive(t, r, pub, ch, c)
+	c.Send(`{"op":"unsub","id":2,"ch":"` + ch + `"}`)
+	ack := c.NextOp("ack")
+	require.NotNil(t, ack.ID)
+	assert.Equal(t, uint64(2), *ack.ID)
+	r.WaitMetric(t, "realtime_subscriptions", 0)
+	// Its message is still retained: the channel must stay.
+	assert.InDelta(t, 1, r.Metric(t, "realtime_channels"), 0)
+
+	clock.Advance(retention + time.Millisecond)
+	r.WaitMetric(t, "realtime_channels", 0)
+
+	// It comes back with a new epoch, from offset 0.
+	ack = c.Subscribe(3, ch)
+	assert.NotEqual(t, epoch, ack.Epoch)
+	assert.Equal(t, uint64(0), ack.Offset)
+	assert.InDelta(t, 1, r.Metric(t, "realtime_channels"), 0)
+}
+
+func TestDeadPeerRemoved(t *testing.T) {
+	const ping, keepalive = 50 * time.Millisecond, 400 * time.Millisecond
+	r := testutil.StartRelay(t, func(cfg *edge.Config) {
+		cfg.Actors.PingInterval = ping
+		cfg.KeepaliveTimeout = keepalive
+	})
+	sub := r.SubscribeToken(t)
+	alive := r.Dial(t, sub)
+	start := time.Now()
+	dead := r.DialStalled(t, sub)
+	r.WaitMetric(t, "realtime_connections", 2)
+	r.WaitMetric(t, "realtime_connections", 1)
+	elapsed := time.Since(start)
+	assert.GreaterOrEqual(t, elapsed, keepalive, "removed before its keepalive timeout")
+	assert.Less(t, elapsed, keepalive+testutil.Wait/2)
+	assert.InDelta(t, 1, r.Metric(t, `realtime_connections_closed_total{reason="dead_peer"}`), 0)
+	// The server ended the TCP connection.
+	require.NoError(t, dead.SetReadDeadline(time.Now().Add(testutil.Wait)))
+	_, err := io.Copy(io.Discard, dead)
+	assertNotTimeout(t, err)
+
+	// A client that answers pings outlives several keepalive timeouts.
+	require.Eventually(t, func() bool { return alive.Pings() >= int64(3*keepalive/ping) }, testutil.Wait, ping)
+	ch := testutil.Channel("g")
+	alive.Subscribe(1, ch)
+	requireLive(t, r, r.PublishToken(t), ch, alive)
+}

@@ -1,0 +1,85 @@
+package edge_test
+
+import (
+	"context"
+	"net/http"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/actors"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+// TestGracefulShutdown drains a relay with clients connected: at once it
+// stops taking work, after the drain delay it closes every client with
+// 1012, and Shutdown returns nil within its deadline.
+func TestGracefulShutdown(t *testing.T) {
+	// The drain delay only has to outlast the handful of requests below.
+	const drainDelay, deadline = 1500 * time.Millisecond, 5 * time.Second
+	r := testutil.StartRelay(t)
+	pub, sub := r.PublishToken(t), r.SubscribeToken(t)
+	ch := testutil.Channel("g")
+	clients := make([]*testutil.Client, 3)
+	for i := range clients {
+		clients[i] = r.Dial(t, sub)
+		clients[i].Subscribe(1, ch)
+	}
+	status, _ := r.Get(t, r.URL("/readyz"))
+	require.Equal(t, http.StatusOK, status)
+
+	ctx, cancel := context.WithTimeout(context.Background(), deadline)
+	defer cancel()
+	start := time.Now()
+	done := make(chan error, 1)
+	go func() { done <- r.Server.Shutdown(ctx, drainDelay) }()
+	require.Eventually(t, r.Server.Draining, testutil.Wait, time.Millisecond)
+
+	// At once: not ready, no new work, but still alive.
+	for _, url := range []string{r.URL("/readyz"), r.AdminURL + "/readyz"} {
+		status, _ := r.Get(t, url)
+		assert.Equal(t, http.StatusServiceUnavailable, status, url)
+	}
+	for _, url := range []string{r.URL("/healthz"), r.AdminURL + "/healthz"} {
+		status, _ := r.Get(t, url)
+		assert.Equal(t, http.StatusOK, status, url)
+	}
+	status, body := r.Post(t, "/v1/publish", pub, marshal(t, testutil.Publication{Channel: ch, Event: "E", Data: "x"}))
+	assert.Equal(t, http.StatusServiceUnavailable, status, body)
+	assert.Equal(t, "unavailable", decodeResult(t, body).Error.Code)
+	status, body = r.Post(t, "/v1/publish/batch", pub, marshal(t, map[string]any{"messages": []testutil.Publication{{Channel: ch, Event: "E", Data: "x"}}}))
+	assert.Equal(t, http.StatusServiceUnavailable, status, body)
+	_, resp, err := r.DialRaw(t, sub, nil)
+	require.Error(t, err)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode)
+	assert.Equal(t, "unavailable", errorCode(t, resp))
+	require.Less(t, time.Since(start), drainDelay, "the checks above took longer than the drain delay")
+
+	for _, c := range clients {
+		assert.Equal(t, uint16(actors.CloseRestarting), c.WaitClosed())
+		assert.GreaterOrEqual(t, time.Since(start), drainDelay, "closed before the drain delay ended")
+	}
+	select {
+	case err := <-done:
+		assert.NoError(t, err)
+		assert.Less(t, time.Since(start), deadline)
+	case <-time.After(deadline + time.Second):
+		t.Fatal("Shutdown did not return within its deadline")
+	}
+	assert.InDelta(t, len(clients), r.Metric(t, `realtime_connections_closed_total{reason="shutdown"}`), 0)
+	assert.InDelta(t, 0, r.Metric(t, "realtime_connections"), 0)
+	assert.InDelta(t, 1, r.Metric(t, `realtime_connections_rejected_total{reason="draining"}`), 0)
+	assert.InDelta(t, 2, r.Metric(t, `realtime_publishes_total{result="unavailable"}`), 0)
+}
+
+// TestShutdownWithoutClients returns at once when there is nothing to drain.
+func TestShutdownWithoutClients(t *testing.T) {
+	r := testutil.StartRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	require.NoError(t, r.Server.Shutdown(ctx, 0))
+	assert.True(t, r.Server.Draining())
+}

@@ -1,0 +1,87 @@
+package testutil
+
+import (
+	"bufio"
+	"bytes"
+	"crypto/rand"
+	"encoding/binary"
+	"net"
+	"net/http"
+	"testing"
+
+	"github.com/stretchr/testify/require"
+)
+
+// RawConn is a WebSocket client made of a bare TCP connection: the test
+// decides when, and whether, it reads. It never answers a ping by itself,
+// so a RawConn that is not read is both a client that stopped reading and
+// a dead peer.
+type RawConn struct {
+	net.Conn
+	t testing.TB
+}
+
+// DialStalled upgrades a bare TCP connection with token, requires the 101 and
+// returns the connection without reading anything more from it. Its
+// receive buffer is shrunk to a few KiB, so that what the server writes
+// backs up into the server's own queue soon. It is closed when the test
+// ends.
+func (r *Relay) DialStalled(t testing.TB, token string) *RawConn {
+	t.Helper()
+	d := net.Dialer{Timeout: Wait}
+	nc, err := d.Dial("tcp", r.Addr)
+	require.NoError(t, err)
+	t.Cleanup(func() { _ = nc.Close() })
+	require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(4<<10))
+	req := "GET /v1/ws?token=" + token + " HTTP/1.1\r\n" +
+		"Host: " + r.Addr + "\r\n" +
+		"Connection: Upgrade\r\nUpgrade: websocket\r\n" +
+		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
+	_, err = nc.Write([]byte(req))
+	require.NoError(t, err)
+	// Read the response head byte by byte: a buffered reader could swallow
+	// the first frames, which the test wants left in the socket.
+	var head []byte
+	one := make([]byte, 1)
+	for len(head) < 4 || string(head[len(head)-4:]) != "\r\n\r\n" {
+		_, err := nc.Read(one)
+		require.NoError(t, err, "reading the upgrade response")
+		head = append(head, one[0])
+		require.Less(t, len(head), 8<<10, "upgrade response too long")
+	}
+	resp, err := http.ReadResponse(bufio.NewReader(bytes.NewReader(head)), nil)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	return &RawConn{Conn: nc, t: t}
+}
+
+// Send writes one masked text frame, as a client must.
+func (c *RawConn) Send(text string) {
+	c.t.Helper()
+	c.WriteFrame(0x1, []byte(text))
+}
+
+// WriteFrame writes one final masked frame with opcode.
+func (c *RawConn) WriteFrame(opcode byte, payload []byte) {
+	c.t.Helper()
+	frame := []byte{0x80 | opcode}
+	switch n := len(payload); {
+	case n < 126:
+		frame = append(frame, 0x80|byte(n))
+	case n <= 0xFFFF:
+		frame = append(frame, 0x80|126)
+		frame = binary.BigEndian.AppendUint16(frame, uint16(n))
+	default:
+		frame = append(frame, 0x80|127)
+		frame = binary.BigEndian.AppendUint64(frame, uint64(n))
+	}
+	var mask [4]byte
+	_, _ = rand.Read(mask[:])
+	frame = append(frame, mask[:]...)
+	for i, b := range payload {
+		frame = append(frame, b^mask[i%4])
+	}
+	_, err := c.Write(frame)
+	require.NoError(c.t, err)
+}
