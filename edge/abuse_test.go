@@ -225,8 +225,11 @@ func TestMemoryBoundedUnderAbuse(t *testing.T) {
 		maxSubscriptions = 100
 		historyBytes     = 64 << 10
 		queueBytes       = 256 << 10
-		dataBytes        = 2 << 10
-		messages         = 10000 // 20 MiB of data in all
+		// Few large messages: every publish also costs a protoactor future,
+		// whose registry (1024x32 lazily allocated Go maps) grows by a few
+		// hundred bytes per new map touched, up to ~9 MiB once warm.
+		dataBytes = 8 << 10
+		messages  = 2500 // 20 MiB of data in all
 		// perSubscription is the budget of one channel actor with one
 		// subscriber and nothing retained, and the connection's entry for it.
 		perSubscription = 8 << 10

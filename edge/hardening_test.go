@@ -251,7 +251,7 @@ func TestBadTokensRejected(t *testing.T) {
 		}, "not_yet_valid"},
 		{"lifetime over 24h", func(role auth.Role) string {
 			c := forgeClaims(role)
-			c["exp"] = now + 24*3600 + 1
+			c["iat"], c["exp"] = now, now+24*3600+1
 			return forgeToken(t, hdr(), c, hs512(secret))
 		}, "lifetime"},
 		{"exp before iat", func(role auth.Role) string {

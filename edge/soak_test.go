@@ -165,9 +165,11 @@ func TestSoak(t *testing.T) {
 		"goroutines: %d at start, %d after everyone left", baseGoroutines, serverGoroutines())
 	heap := heapBytes()
 	t.Logf("heap: %d KiB at start, %d KiB after everyone left", baseHeap>>10, heap>>10)
-	// Slack for the runtime, and for maps (the process registry, the
-	// server's connection set) that keep the size of their peak.
-	slack := int64(8<<20 + p.conns*(4<<10))
+	// Slack for the runtime; for protoactor's process registry, whose
+	// 1024x32 Go maps are allocated on first use and stay (~10 MiB once
+	// every one has held a PID); and for maps that keep the size of their
+	// peak (the server's connection set).
+	slack := int64(14<<20 + p.conns*(4<<10))
 	assert.Less(t, int64(heap)-int64(baseHeap), slack, "heap did not come back near its baseline")
 }
 
