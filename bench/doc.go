@@ -4,8 +4,10 @@
 // (loss, duplicates, order), end-to-end latency, throughput and the CPU and
 // memory each side spent.
 //
-// Run is the only entry point. Everything a run owns (the child process,
-// the connections, the counters) lives in one run value and ends with Run.
+// Run is the entry point. Everything a run owns (the child processes, the
+// connections, the counters) lives in one run value and ends with Run.
+// ServeBaseline is the other: the physical baseline server that
+// Config.Baseline starts as a child (`realtime bench --baseline-serve`).
 //
 // Concurrency. The goroutine that calls Run orchestrates: it starts the
 // target, dials, starts the publishers, prints progress and collects the

@@ -39,6 +39,11 @@ type Server struct {
 
 	mu    sync.Mutex
 	conns map[*wsConn]struct{} // guarded by mu
+	// listeners are those passed to Serve, and listenersClosed is set when
+	// Shutdown closes them: fasthttp only knows a listener once its Serve
+	// has begun, and ignores a Shutdown that came before. Guarded by mu.
+	listeners       []net.Listener
+	listenersClosed bool
 }
 
 // New validates cfg and builds a Server with its actors; it does not listen.
@@ -106,6 +111,13 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.mu.Lock()
+	if s.listenersClosed {
+		s.mu.Unlock()
+		return ln.Close()
+	}
+	s.listeners = append(s.listeners, ln)
+	s.mu.Unlock()
 	err := s.http.Serve(ln)
 	if s.draining.Load() {
 		return nil
@@ -132,7 +144,18 @@ func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
 	}
 	s.closeAll(actors.CloseRestarting, telemetry.CloseShutdown)
 	httpDone := make(chan error, 1)
-	go func() { httpDone <- s.http.ShutdownWithContext(ctx) }()
+	go func() {
+		err := s.http.ShutdownWithContext(ctx)
+		// A Serve that fasthttp did not know of yet: closing its listener
+		// ends it. The others are closed already, so errors are expected.
+		s.mu.Lock()
+		s.listenersClosed = true
+		for _, ln := range s.listeners {
+			_ = ln.Close()
+		}
+		s.mu.Unlock()
+		httpDone <- err
+	}()
 	loopsDone := make(chan struct{})
 	go func() { s.readLoops.Wait(); close(loopsDone) }()
 	var err error

@@ -2,6 +2,8 @@ package edge_test
 
 import (
 	"context"
+	"log/slog"
+	"net"
 	"net/http"
 	"testing"
 	"time"
@@ -10,6 +12,8 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/actors"
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -82,4 +86,30 @@ func TestShutdownWithoutClients(t *testing.T) {
 	defer cancel()
 	require.NoError(t, r.Server.Shutdown(ctx, 0))
 	assert.True(t, r.Server.Draining())
+}
+
+// TestShutdownBeforeServe covers a signal that arrives before Serve has
+// started: Serve must not then accept connections forever.
+func TestShutdownBeforeServe(t *testing.T) {
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	srv, err := edge.New(edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	require.NoError(t, srv.Shutdown(ctx, 0))
+
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- srv.Serve(ln) }()
+	select {
+	case err := <-served:
+		assert.NoError(t, err)
+	case <-time.After(testutil.Wait):
+		_ = ln.Close()
+		t.Fatal("Serve kept accepting after Shutdown")
+	}
 }

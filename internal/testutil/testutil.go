@@ -85,7 +85,11 @@ func StartRelay(t testing.TB, configure ...func(*edge.Config)) *Relay {
 		if !srv.Draining() {
 			require.NoError(t, srv.Shutdown(ctx, 0))
 		}
-		<-served
+		select {
+		case <-served:
+		case <-time.After(Wait):
+			t.Errorf("Serve did not return within %v of Shutdown", Wait)
+		}
 		_ = admin.Close()
 	})
 	return r
