@@ -116,3 +116,20 @@ func TestFifoReclaimsMemory(t *testing.T) {
 	assert.Equal(t, 990, *q.front())
 	assert.LessOrEqual(t, len(q.buf), 2*10+34, "the dead prefix is reclaimed")
 }
+
+// BenchmarkHistorySince measures a recovery lookup of the last 100 messages
+// in a full 1,000-message buffer.
+func BenchmarkHistorySince(b *testing.B) {
+	t0 := time.Unix(1_700_000_000, 0)
+	h := newMemoryHistory(HistoryLimits{Retention: time.Hour, MaxMessages: 1000, MaxBytes: 1 << 30, MaxKeys: 1})
+	for range 5000 {
+		h.Append(t0, "", frameOf)
+	}
+	b.ReportAllocs()
+	for b.Loop() {
+		frames, ok, _ := h.Since(t0, h.Latest()-100)
+		if !ok || len(frames) != 100 {
+			b.Fatal("lookup failed")
+		}
+	}
+}
