@@ -59,7 +59,7 @@ func requireLive(t *testing.T, r *testutil.Relay, token, ch string, clients ...*
 	return off
 }
 
-// u formats n for metric values and ids.
+// u formats n, for ids and names in frames.
 func u(n uint64) string { return strconv.FormatUint(n, 10) }
 
 // assertNotTimeout checks that a read ended because the peer closed the

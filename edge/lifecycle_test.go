@@ -19,6 +19,7 @@ import (
 // shortToken mints a subscribe token of the default namespace that expires
 // in one to two seconds (exp has whole seconds).
 func shortToken(t *testing.T, r *testutil.Relay) (string, time.Time) {
+	t.Helper()
 	now := time.Now()
 	exp := now.Add(2 * time.Second).Truncate(time.Second)
 	return r.Token(t, auth.Claims{Subject: "acct-1", Site: testutil.Site, Dash: testutil.Dash,
@@ -188,7 +189,7 @@ func TestConnActorCrash(t *testing.T) {
 	r.WaitMetric(t, "realtime_subscriptions", 2)
 
 	victim.CrashForTest()
-	crashed.WaitClosed()
+	assert.Equal(t, uint16(actors.CloseInternalError), crashed.WaitClosed())
 	r.WaitMetric(t, "realtime_subscriptions", 1)
 	r.WaitMetric(t, "realtime_connections", 1)
 	r.WaitMetric(t, `realtime_connections_closed_total{reason="actor_failure"}`, 1)
