@@ -161,18 +161,23 @@ func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
 	var err error
 	select {
 	case err = <-httpDone:
+		select {
+		case <-loopsDone:
+		case <-ctx.Done():
+			err = ctx.Err()
+		}
 	case <-ctx.Done():
-		return ctx.Err()
+		err = ctx.Err()
 	}
-	select {
-	case <-loopsDone:
-	case <-ctx.Done():
-		return ctx.Err()
+	// Stop the actors even past the deadline, briefly: it stops every
+	// channel's timers and frees their memory.
+	stopCtx := ctx
+	if ctx.Err() != nil {
+		var cancel context.CancelFunc
+		stopCtx, cancel = context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
 	}
-	if err != nil {
-		return err
-	}
-	return s.hub.Stop(ctx)
+	return errors.Join(err, s.hub.Stop(stopCtx))
 }
 
 // Metrics returns the relay's metrics.
