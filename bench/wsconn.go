@@ -16,6 +16,8 @@ import (
 	"net/url"
 	"strings"
 	"time"
+
+	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // WebSocket opcodes (RFC 6455 section 5.2).
@@ -152,32 +154,9 @@ func (c *wsConn) handshake(d *dialer, token string) error {
 // writeFrame sends one masked client frame (clients must mask, RFC 6455
 // section 5.3). Must only be called by the connection's owner.
 func (c *wsConn) writeFrame(op byte, payload []byte) error {
-	c.out = appendFrame(c.out[:0], op, payload)
+	c.out = wsframe.AppendMasked(c.out[:0], op, payload)
 	_, err := c.nc.Write(c.out)
 	return err
-}
-
-// appendFrame appends a masked client frame.
-func appendFrame(b []byte, op byte, payload []byte) []byte {
-	b = append(b, 0x80|op)
-	switch n := len(payload); {
-	case n < 126:
-		b = append(b, 0x80|byte(n))
-	case n <= 0xffff:
-		b = append(b, 0x80|126, byte(n>>8), byte(n))
-	default:
-		b = append(b, 0x80|127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	b = append(b, mask[:]...)
-	start := len(b)
-	b = append(b, payload...)
-	for i := range b[start:] {
-		b[start+i] ^= mask[i&3]
-	}
-	return b
 }
 
 // readMessage returns the next text message's payload, answering pings on
@@ -268,6 +247,6 @@ func (c *wsConn) readFrame() (fin bool, op byte, err error) {
 func (c *wsConn) close() {
 	var b [16]byte
 	_ = c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
-	_, _ = c.nc.Write(appendFrame(b[:0], opClose, []byte{0x03, 0xe8})) // 1000
+	_, _ = c.nc.Write(wsframe.AppendMasked(b[:0], opClose, []byte{0x03, 0xe8})) // 1000
 	_ = c.nc.Close()
 }

@@ -3,13 +3,13 @@ package testutil
 import (
 	"bufio"
 	"bytes"
-	"crypto/rand"
-	"encoding/binary"
 	"net"
 	"net/http"
 	"testing"
 
 	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // RawConn is a WebSocket client made of a bare TCP connection: the test
@@ -65,23 +65,7 @@ func (c *RawConn) Send(text string) {
 // WriteFrame writes one final masked frame with opcode.
 func (c *RawConn) WriteFrame(opcode byte, payload []byte) {
 	c.t.Helper()
-	frame := []byte{0x80 | opcode}
-	switch n := len(payload); {
-	case n < 126:
-		frame = append(frame, 0x80|byte(n))
-	case n <= 0xFFFF:
-		frame = append(frame, 0x80|126)
-		frame = binary.BigEndian.AppendUint16(frame, uint16(n))
-	default:
-		frame = append(frame, 0x80|127)
-		frame = binary.BigEndian.AppendUint64(frame, uint64(n))
-	}
-	var mask [4]byte
-	_, _ = rand.Read(mask[:])
-	frame = append(frame, mask[:]...)
-	for i, b := range payload {
-		frame = append(frame, b^mask[i%4])
-	}
+	frame := wsframe.AppendMasked(nil, opcode, payload)
 	_, err := c.Write(frame)
 	require.NoError(c.t, err)
 }

@@ -1,0 +1,37 @@
+package wsframe
+
+import (
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+func TestAppendMasked(t *testing.T) {
+	for _, n := range []int{0, 125, 126, 0xffff, 0x10000} {
+		payload := make([]byte, n)
+		for i := range payload {
+			payload[i] = byte(i)
+		}
+		f := AppendMasked([]byte("x"), 0x1, payload)[1:]
+		require.Equal(t, byte(0x81), f[0])
+		var hdr, length int
+		switch f[1] & 0x7f {
+		case 126:
+			hdr, length = 4, int(f[2])<<8|int(f[3])
+		case 127:
+			hdr, length = 10, int(f[6])<<24|int(f[7])<<16|int(f[8])<<8|int(f[9])
+		default:
+			hdr, length = 2, int(f[1]&0x7f)
+		}
+		assert.Equal(t, byte(0x80), f[1]&0x80, "masked")
+		assert.Equal(t, n, length)
+		mask := f[hdr : hdr+4]
+		got := f[hdr+4:]
+		require.Len(t, got, n)
+		for i := range got {
+			got[i] ^= mask[i&3]
+		}
+		assert.Equal(t, payload, got)
+	}
+}
