@@ -63,8 +63,12 @@ type conn struct {
 	closing   bool
 	forbidden int
 	limiter   tokenBucket
-	timerGen  uint64 // bumped on refresh to disarm the old deadline timers
-	timers    [3]*time.Timer
+	timerGen  uint64 // bumped on refresh to disarm the old token timer
+	// tokenTimer fires the expiring warning, then the expiry; pingTimer the
+	// pings. Two timers, reused, because every byte here is paid per idle
+	// connection.
+	tokenTimer *time.Timer
+	pingTimer  *time.Timer
 }
 
 // subscription is a connection's state for one channel.
@@ -86,28 +90,34 @@ var connSupervisor = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive 
 	return actor.StopDirective
 })
 
-func connProps(cfg *Config, p ConnParams) *actor.Props {
+// connProps are shared by every connection actor: per-connection Props
+// would cost a few hundred bytes per idle connection. Each connection gets
+// its parameters in its first message, connInit.
+func connProps(cfg *Config) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
-		return &conn{
-			cfg:    cfg,
-			sock:   p.Socket,
-			remote: p.RemoteAddr,
-			claims: p.Claims,
-			subs:   make(map[string]*subscription),
-			out:    &outbox{},
-			limiter: tokenBucket{
-				rate: cfg.SubscribeRate, burst: float64(cfg.SubscribeBurst),
-				tokens: float64(cfg.SubscribeBurst), at: cfg.Now(),
-			},
-		}
+		return &conn{cfg: cfg}
 	}, actor.WithGuardian(connSupervisor))
+}
+
+// init sets the connection up from its parameters and starts its timers.
+func (c *conn) init(ctx actor.Context, p *connInit) {
+	c.sock, c.remote, c.claims = p.Socket, p.RemoteAddr, p.Claims
+	c.subs = make(map[string]*subscription)
+	c.out = &outbox{}
+	c.limiter = tokenBucket{
+		rate: c.cfg.SubscribeRate, burst: float64(c.cfg.SubscribeBurst),
+		tokens: float64(c.cfg.SubscribeBurst), at: c.cfg.Now(),
+	}
+	c.armDeadline(ctx)
+	self, root := ctx.Self(), ctx.ActorSystem().Root
+	ping := &timerFired{Kind: timerPing}
+	c.pingTimer = time.AfterFunc(c.cfg.PingInterval, func() { root.Send(self, ping) })
 }
 
 func (c *conn) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *actor.Started:
-		c.armDeadline(ctx)
-		c.armTimer(ctx, timerPing, c.cfg.PingInterval)
+	case *connInit:
+		c.init(ctx, m)
 	case *deliver:
 		c.deliver(ctx, m)
 	case *subscribed:
@@ -140,12 +150,12 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *actor.Stopped:
 		// Reached by a normal stop and by the supervisor after a panic; in
 		// the latter case nothing was cleaned up yet.
-		c.close(ctx, CloseInternalError, telemetry.CloseActorFailure)
-		for _, t := range c.timers {
-			if t != nil {
-				t.Stop()
-			}
+		if c.out == nil {
+			return // stopped before its init
 		}
+		c.close(ctx, CloseInternalError, telemetry.CloseActorFailure)
+		c.tokenTimer.Stop()
+		c.pingTimer.Stop()
 	}
 }
 
@@ -304,10 +314,11 @@ func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
 		if c.out.requestPing() {
 			c.startWriter(ctx)
 		}
-		c.armTimer(ctx, timerPing, c.cfg.PingInterval)
+		c.pingTimer.Reset(c.cfg.PingInterval)
 	case timerExpiring:
 		if m.Gen == c.timerGen {
 			c.reply(ctx, protocol.AppendExpiring(nil, c.claims.ExpiresAt.Unix()))
+			c.armToken(ctx, timerExpired, max(c.claims.ExpiresAt.Sub(c.cfg.Now()), 0))
 		}
 	case timerExpired:
 		if m.Gen == c.timerGen {
@@ -317,22 +328,22 @@ func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
 	}
 }
 
-// armDeadline schedules the expiring warning and the expiry close for the
-// current token, replacing the timers of an earlier one.
+// armDeadline schedules the expiring warning for the current token (at once
+// when less than the lead time is left), replacing the timer of an earlier
+// token; the warning then arms the expiry.
 func (c *conn) armDeadline(ctx actor.Context) {
 	c.timerGen++
 	left := c.claims.ExpiresAt.Sub(c.cfg.Now())
-	c.armTimer(ctx, timerExpiring, max(left-c.cfg.ExpiringLead, 0))
-	c.armTimer(ctx, timerExpired, max(left, 0))
+	c.armToken(ctx, timerExpiring, max(left-c.cfg.ExpiringLead, 0))
 }
 
-func (c *conn) armTimer(ctx actor.Context, kind timerKind, d time.Duration) {
+func (c *conn) armToken(ctx actor.Context, kind timerKind, d time.Duration) {
 	msg := &timerFired{Kind: kind, Gen: c.timerGen}
 	self, root := ctx.Self(), ctx.ActorSystem().Root
-	if t := c.timers[kind-1]; t != nil {
-		t.Stop()
+	if c.tokenTimer != nil {
+		c.tokenTimer.Stop()
 	}
-	c.timers[kind-1] = time.AfterFunc(d, func() { root.Send(self, msg) })
+	c.tokenTimer = time.AfterFunc(d, func() { root.Send(self, msg) })
 }
 
 // close ends the connection once: it leaves every channel, then closes the

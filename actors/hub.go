@@ -42,9 +42,10 @@ type PublishResult struct {
 // channel actors, and the connection actors. It is safe for concurrent use.
 type Hub struct {
 	// Static after New.
-	cfg      *Config
-	system   *actor.ActorSystem
-	registry *actor.PID
+	cfg       *Config
+	system    *actor.ActorSystem
+	registry  *actor.PID
+	connProps *actor.Props
 }
 
 // New validates cfg, fills in its defaults and starts the actors.
@@ -57,6 +58,7 @@ func New(cfg Config) (*Hub, error) {
 		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	}))
 	h := &Hub{cfg: &cfg, system: system}
+	h.connProps = connProps(h.cfg)
 	h.registry = system.Root.Spawn(registryProps(h.cfg))
 	h.cfg.registry = h.registry
 	return h, nil
@@ -121,7 +123,9 @@ type Conn struct {
 
 // Connect starts the actor of a verified, upgraded connection.
 func (h *Hub) Connect(p ConnParams) *Conn {
-	pid := h.system.Root.Spawn(connProps(h.cfg, p))
+	pid := h.system.Root.Spawn(h.connProps)
+	// Sent before Connect returns, so before any frame the edge passes on.
+	h.system.Root.Send(pid, &connInit{Claims: p.Claims, Socket: p.Socket, RemoteAddr: p.RemoteAddr})
 	return &Conn{pid: pid, root: h.system.Root}
 }
 

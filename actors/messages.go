@@ -3,6 +3,7 @@ package actors
 import (
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/protocol"
 )
 
@@ -110,6 +111,15 @@ type reset struct {
 }
 
 // Messages from the edge to a connection actor.
+
+// connInit is a connection actor's first message: what it serves. Unlike the
+// other messages it holds a live Socket; it never leaves its node, as the
+// connection it describes cannot either.
+type connInit struct {
+	Claims     auth.Claims
+	Socket     Socket
+	RemoteAddr string
+}
 
 // clientFrame is a decoded frame that the client sent.
 type clientFrame struct {

@@ -21,7 +21,7 @@ const (
 	defaultWriteTimeout      = 10 * time.Second
 	defaultIdleTimeout       = 90 * time.Second
 	defaultSocketWriteTimout = 10 * time.Second
-	defaultReadBufferBytes   = 1 << 10
+	defaultReadBufferBytes   = 512
 	maxIdempotencyKeyLen     = 256
 )
 
@@ -72,7 +72,7 @@ type Config struct {
 	// PublishRatePerSite limits publishes per second per site (429 past
 	// it), with a burst of twice that. Zero means no limit.
 	PublishRatePerSite float64
-	// ReadBufferBytes is the per-connection read buffer. Zero means 1 KiB:
+	// ReadBufferBytes is the per-connection read buffer. Zero means 512 B:
 	// client frames are small, and this is per idle connection.
 	ReadBufferBytes int
 }

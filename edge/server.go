@@ -85,6 +85,7 @@ func New(cfg Config) (*Server, error) {
 		CheckUtf8Enabled:   true,
 		// Message handlers must run in order per connection.
 		ParallelEnabled:  false,
+		ParallelGolimit:  1, // unused with ParallelEnabled off, but allocated per connection
 		Recovery:         gws.Recovery,
 		HandshakeTimeout: cfg.WriteTimeout,
 		NewSession:       func() gws.SessionStorage { return &session{} },
