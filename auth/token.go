@@ -414,6 +414,63 @@ type object map[string]json.RawMessage
 // the last duplicate, and two parsers that disagree on such details are a
 // classic way to smuggle claims.
 func decodeObject(b []byte, known ...string) (object, error) {
+	// Fast path: a plain map keeps keys exactly as written (no case
+	// folding), and when it holds as many keys as the object has members
+	// no key was repeated. Only an object with a repeated key takes the
+	// slow path, which tells a repeated known key (refused) from a repeated
+	// unknown one (ignored).
+	var all map[string]json.RawMessage
+	if err := json.Unmarshal(b, &all); err == nil && all != nil && len(all) == topLevelMembers(b) {
+		m := make(object, len(known))
+		for _, k := range known {
+			if raw, ok := all[k]; ok && string(raw) != "null" {
+				m[k] = raw
+			}
+		}
+		return m, nil
+	}
+	return decodeObjectStrict(b, known...)
+}
+
+// topLevelMembers counts the members of a valid JSON object: the commas
+// outside strings and nested values, plus one.
+func topLevelMembers(b []byte) int {
+	depth, commas, inString, escaped, empty := 0, 0, false, false, true
+	for _, c := range b {
+		switch {
+		case inString:
+			switch {
+			case escaped:
+				escaped = false
+			case c == '\\':
+				escaped = true
+			case c == '"':
+				inString = false
+			}
+			continue
+		case c == '"':
+			inString = true
+		case c == '{' || c == '[':
+			depth++
+			continue
+		case c == '}' || c == ']':
+			depth--
+			continue
+		case c == ',' && depth == 1:
+			commas++
+		}
+		if depth == 1 && c != ' ' && c != '\t' && c != '\n' && c != '\r' {
+			empty = false
+		}
+	}
+	if empty {
+		return 0
+	}
+	return commas + 1
+}
+
+// decodeObjectStrict is decodeObject token by token.
+func decodeObjectStrict(b []byte, known ...string) (object, error) {
 	if !json.Valid(b) {
 		return nil, errors.New("invalid JSON")
 	}
@@ -466,6 +523,11 @@ func (o object) str(key string) (string, bool) {
 	raw, ok := o[key]
 	if !ok || len(raw) == 0 || raw[0] != '"' {
 		return "", false
+	}
+	if !bytes.ContainsRune(raw, '\\') {
+		// raw is valid JSON, so a string without a backslash has no
+		// escapes: its bytes are the value.
+		return string(raw[1 : len(raw)-1]), true
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil {
