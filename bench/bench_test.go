@@ -14,6 +14,7 @@ import (
 
 	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/bench"
+	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -102,6 +103,56 @@ func TestConnectSmoke(t *testing.T) {
 	assert.Positive(t, res.ConnectsPerSec)
 }
 
+// TestChurnSmoke reconnects each of 10 subscriptions about every 200 ms
+// while publishing: every resubscribe must be recovered and every stream
+// whole.
+func TestChurnSmoke(t *testing.T) {
+	relay := testutil.StartRelay(t)
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := smoke(bench.Config{Scenario: bench.ScenarioChurn, URL: "http://" + relay.Addr, Key: relay.Key, ReconnectRate: 50})
+	res, err := bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	assertDelivered(t, res)
+	require.NotNil(t, res.Churn)
+	assert.Positive(t, res.Churn.Reconnects)
+	assert.Equal(t, res.Churn.Reconnects, res.Churn.Recovered)
+	assert.Zero(t, res.Churn.NotRecovered)
+	assert.Zero(t, res.Churn.Errors)
+	assert.InDelta(t, 100.0, res.Churn.RecoveredPct, 0)
+	require.NotNil(t, res.Churn.Latency)
+}
+
+// TestSlowSmoke stops one of each channel's five subscribers. With 32 KiB
+// messages (3.2 MB/s per subscriber) the kernel's socket buffers and the
+// 256 KiB send queue fill within a second, and the relay cuts them off:
+// the other eight must lose nothing.
+func TestSlowSmoke(t *testing.T) {
+	relay := testutil.StartRelay(t, func(c *edge.Config) { c.Actors.SendQueueBytes = 256 << 10 })
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	cfg := smoke(bench.Config{Scenario: bench.ScenarioSlow, URL: "http://" + relay.Addr, Key: relay.Key,
+		SlowFraction: 0.2, PayloadBytes: 32 << 10, Rate: 200,
+		MaxP99Ratio: 1000}) // the smoke checks the cut-off, not latency under -race
+	res, err := bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	assert.Empty(t, res.Failures)
+	require.NotNil(t, res.Slow)
+	assert.Equal(t, 2, res.Slow.SlowSubs)
+	assert.Equal(t, 8, res.Slow.FastSubs)
+	assert.Equal(t, 2, res.Slow.Closed4008+res.Slow.ClosedConn, "closed by the relay")
+	assert.Zero(t, res.Slow.NotClosed)
+	assert.Equal(t, int64(-1), res.Slow.RelayDisconnects, "a URL target's metrics are not read")
+	assert.Equal(t, res.Published*4, res.Expected, "only the fast subscribers are owed every message")
+	assert.Equal(t, res.Expected, res.Delivered)
+	assert.Zero(t, res.Lost)
+	assert.Zero(t, res.Duplicated)
+	assert.Zero(t, res.Disconnected)
+	require.NotNil(t, res.Slow.NoSlow)
+	require.NotNil(t, res.Latency)
+	assert.Positive(t, res.Slow.P99Ratio)
+}
+
 func TestRelayDown(t *testing.T) {
 	relay := testutil.StartRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -128,6 +179,10 @@ func TestConfigValidate(t *testing.T) {
 	f("tiny payload", bench.Config{PayloadBytes: 5})
 	f("negative rate", bench.Config{Rate: -1})
 	f("baseline with url", bench.Config{URL: "http://127.0.0.1:1", Key: testKey(t), Baseline: true})
+	f("baseline with churn", bench.Config{Scenario: bench.ScenarioChurn, Baseline: true})
+	f("negative reconnect rate", bench.Config{Scenario: bench.ScenarioChurn, ReconnectRate: -1})
+	f("no slow subscriber", bench.Config{Scenario: bench.ScenarioSlow, Subs: 5, SlowFraction: 0.1})
+	f("no fast subscriber", bench.Config{Scenario: bench.ScenarioSlow, Subs: 5, SlowFraction: 1})
 }
 
 func testKey(t *testing.T) auth.Key {

@@ -5,6 +5,8 @@ import (
 	"fmt"
 	"io"
 	"net/url"
+	"slices"
+	"strings"
 	"time"
 
 	"github.com/realtime-relay/realtime/auth"
@@ -25,6 +27,16 @@ const (
 	// ScenarioRamp runs fanout steps at a rising rate until delivery falls
 	// behind or p99 passes MaxP99, and reports the highest rate held.
 	ScenarioRamp Scenario = "ramp"
+	// ScenarioChurn publishes as fanout does while every subscription
+	// disconnects and resubscribes with since, ReconnectRate times a
+	// second over all of them; each reconnect must be recovered and each
+	// subscription's stream, replay and live, gapless and without
+	// duplicates.
+	ScenarioChurn Scenario = "churn"
+	// ScenarioSlow publishes as fanout does, first with every subscriber
+	// reading, then with SlowFraction of them no longer reading: the relay
+	// must close those while the others lose nothing and keep their p99.
+	ScenarioSlow Scenario = "slow"
 )
 
 const (
@@ -46,6 +58,13 @@ const (
 	defaultRampFactor   = 1.5
 	defaultRampStep     = 5 * time.Second
 	defaultRampMaxP99   = 50 * time.Millisecond
+	defaultReconnect    = 1000
+	defaultSlowFraction = 0.1
+	defaultMaxP99Ratio  = 2 // issue 4: fast p99 within 2x of the no-slow run
+	// defaultSlowQueue is the child relay's --send-queue-bytes in the slow
+	// scenario: small, so that a client that stops reading is cut off
+	// within seconds rather than after the relay's 1 MiB default.
+	defaultSlowQueue = "--send-queue-bytes=32768"
 	// minPayloadBytes fits the timestamp the payload carries.
 	minPayloadBytes = 20
 )
@@ -118,8 +137,21 @@ type Config struct {
 	// RampMaxRate stops the ramp at this rate. Zero means no cap.
 	RampMaxRate float64
 
+	// ReconnectRate is churn's target reconnects per second over all
+	// subscriptions: each one reconnects every Channels*Subs/ReconnectRate.
+	// Zero means 1000.
+	ReconnectRate float64
+
+	// SlowFraction is the share of each channel's subscribers that stop
+	// reading in slow's second phase. Zero means 0.1.
+	SlowFraction float64
+	// MaxP99Ratio fails slow when the fast subscribers' p99 with slow ones
+	// is more than this times their p99 without. Zero means 2.
+	MaxP99Ratio float64
+
 	// MaxP99 fails the run when the p99 latency passes it; for ramp it is
-	// the bound a step must hold. Zero means no bound (ramp: 50ms).
+	// the bound a step must hold; for slow it bounds the fast subscribers.
+	// Zero means no bound (ramp: 50ms).
 	MaxP99 time.Duration
 	// MinRate fails the run when fewer publishes per second were achieved
 	// (ramp: when the capacity found is lower). Zero means no bound.
@@ -155,14 +187,40 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.SourceAddrs, defaultSourceAddrs)
 	defaults.Set(&c.RampFactor, defaultRampFactor)
 	defaults.Set(&c.DrainTimeout, defaultDrainTimeout)
+	defaults.Set(&c.ReconnectRate, defaultReconnect)
+	defaults.Set(&c.SlowFraction, defaultSlowFraction)
+	defaults.Set(&c.MaxP99Ratio, defaultMaxP99Ratio)
+	if c.Scenario == ScenarioSlow && c.URL == "" && !slices.ContainsFunc(c.ServerArgs, isSendQueueArg) {
+		c.ServerArgs = append(slices.Clip(c.ServerArgs), defaultSlowQueue)
+	}
+}
+
+// isSendQueueArg reports whether a `realtime serve` argument sets the
+// send queue (--send-queue-bytes=N or a bare --send-queue-bytes before N).
+func isSendQueueArg(a string) bool {
+	name, _, _ := strings.Cut(strings.TrimLeft(a, "-"), "=")
+	return strings.HasPrefix(a, "-") && name == "send-queue-bytes"
+}
+
+// slowPerChannel is how many of each channel's subscribers slow stops.
+// The epsilon keeps 0.1 x 30 from rounding down to 2.
+func (c *Config) slowPerChannel() int {
+	return int(float64(c.Subs)*c.SlowFraction + 1e-9)
+}
+
+// isSlow reports whether the j-th subscriber of a channel is one that slow
+// stops: slowPerChannel of them, spread evenly over the channel's.
+func (c *Config) isSlow(j int) bool {
+	k, n := c.slowPerChannel(), c.Subs
+	return (j+1)*k/n > j*k/n
 }
 
 // Validate reports the first setting that cannot work.
 func (c *Config) Validate() error {
 	switch c.Scenario {
-	case ScenarioFanout, ScenarioConnect, ScenarioRamp:
+	case ScenarioFanout, ScenarioConnect, ScenarioRamp, ScenarioChurn, ScenarioSlow:
 	default:
-		return fmt.Errorf("%w: unknown scenario %q (want fanout, connect or ramp)", ErrConfig, c.Scenario)
+		return fmt.Errorf("%w: unknown scenario %q (want fanout, connect, ramp, churn or slow)", ErrConfig, c.Scenario)
 	}
 	if c.URL != "" {
 		u, err := url.Parse(c.URL)
@@ -175,6 +233,9 @@ func (c *Config) Validate() error {
 	}
 	if c.Baseline && c.URL != "" {
 		return fmt.Errorf("%w: the baseline is compared on this machine: it needs a child relay, not a URL", ErrConfig)
+	}
+	if c.Baseline && (c.Scenario == ScenarioChurn || c.Scenario == ScenarioSlow) {
+		return fmt.Errorf("%w: the baseline has no recovery and no slow-consumer policy: --baseline is for fanout, connect and ramp", ErrConfig)
 	}
 	switch {
 	case c.Channels < 1 || c.Subs < 1 || c.Conns < 1 || c.Publishers < 1 || c.Concurrency < 1:
@@ -189,8 +250,13 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: source addresses must be 1 to 250", ErrConfig)
 	case c.RampFactor <= 1:
 		return fmt.Errorf("%w: ramp factor must be above 1", ErrConfig)
-	case c.MaxP99 < 0 || c.MinRate < 0 || c.RampMaxRate < 0:
+	case c.MaxP99 < 0 || c.MinRate < 0 || c.RampMaxRate < 0 || c.MaxP99Ratio < 0:
 		return fmt.Errorf("%w: thresholds must not be negative", ErrConfig)
+	case c.ReconnectRate <= 0:
+		return fmt.Errorf("%w: reconnect rate must be positive", ErrConfig)
+	case c.Scenario == ScenarioSlow && (c.SlowFraction <= 0 || c.slowPerChannel() < 1 || c.slowPerChannel() >= c.Subs):
+		return fmt.Errorf("%w: slow fraction %g of %d subscribers per channel must stop at least one and leave at least one reading",
+			ErrConfig, c.SlowFraction, c.Subs)
 	}
 	return nil
 }

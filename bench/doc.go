@@ -16,6 +16,11 @@
 //     socket reads, its pongs (its only writes after the sub frame) and its
 //     delivery bookkeeping; Run reads that bookkeeping only after the reader
 //     has exited (WaitGroup).
+//   - In churn a subscription's reader also drops its connection when the
+//     read deadline of its reconnect slot fires and dials the next one; it
+//     swaps the connection under the subscriber's connMu, which closeAll
+//     takes to close it. In slow, a stopped subscriber's reader blocks on
+//     a channel that closeAll also releases.
 //   - Each publisher goroutine owns its HTTP request buffers; published
 //     counts per channel are atomics shared with Run.
 //   - Latencies go to a few histogram shards, each guarded by its mutex; a

@@ -19,7 +19,7 @@ func (r *run) startProgress() (stop func()) {
 		tick := time.NewTicker(progressEvery)
 		defer tick.Stop()
 		start := time.Now()
-		pub, del := r.ctr.published.Load(), r.ctr.delivered.Load()
+		pub, del, rec := r.ctr.published.Load(), r.ctr.delivered.Load(), r.ctr.reconnects.Load()
 		for {
 			select {
 			case <-quit:
@@ -27,13 +27,17 @@ func (r *run) startProgress() (stop func()) {
 				return
 			case <-tick.C:
 			}
-			p, d := r.ctr.published.Load(), r.ctr.delivered.Load()
+			p, d, rc := r.ctr.published.Load(), r.ctr.delivered.Load(), r.ctr.reconnects.Load()
 			p99 := float64(r.lat.merged().ValueAtQuantile(99)) / 1e3
 			errs := r.ctr.publishErrors.Load() + r.ctr.readErrors.Load()
-			fmt.Fprintf(w, "\r\033[K%4.0fs  conns %s  published %s/s  delivered %s/s  p99 %.1f ms  errors %d",
+			reconnects := ""
+			if r.cfg.Scenario == ScenarioChurn {
+				reconnects = fmt.Sprintf("  reconnects %s/s", formatCount(rc-rec))
+			}
+			fmt.Fprintf(w, "\r\033[K%4.0fs  conns %s  published %s/s  delivered %s/s%s  p99 %.1f ms  errors %d",
 				time.Since(start).Seconds(), formatCount(r.ctr.open.Load()),
-				formatCount(p-pub), formatCount(d-del), p99, errs)
-			pub, del = p, d
+				formatCount(p-pub), formatCount(d-del), reconnects, p99, errs)
+			pub, del, rec = p, d, rc
 		}
 	}()
 	return func() { close(quit); <-finished }

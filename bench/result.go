@@ -4,6 +4,8 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"maps"
+	"slices"
 	"strings"
 	"text/tabwriter"
 
@@ -63,6 +65,10 @@ type Result struct {
 	Steps        []Step  `json:"steps,omitempty"`
 	CapacityRate float64 `json:"capacity_rate,omitempty"`
 
+	// Churn and Slow are those scenarios' own figures.
+	Churn *ChurnStats `json:"churn,omitempty"`
+	Slow  *SlowStats  `json:"slow,omitempty"`
+
 	// Baseline is the same scenario against the physical baseline, and
 	// Ratio the relay's figures over the baseline's (with --baseline).
 	Baseline *Result `json:"baseline,omitempty"`
@@ -106,6 +112,68 @@ type ServerStats struct {
 	BytesPerConn int64 `json:"bytes_per_conn"`
 	FDs          int   `json:"open_fds"`
 	FDLimit      int   `json:"fd_limit"`
+}
+
+// ChurnStats is what churn measured of the reconnects.
+type ChurnStats struct {
+	TargetRate float64 `json:"target_reconnect_rate"`
+	// Reconnects counts resubscribes with since that were answered, and
+	// PerSec them over the run's duration.
+	Reconnects int64   `json:"reconnects"`
+	PerSec     float64 `json:"reconnects_per_sec"`
+	// Recovered counts the answers with recovered:true in the stream's
+	// epoch; NotRecovered the others.
+	Recovered    int64   `json:"recovered"`
+	NotRecovered int64   `json:"not_recovered"`
+	RecoveredPct float64 `json:"recovered_pct"`
+	// Errors counts reconnects that failed (dial, upgrade, no answer in
+	// time) and were tried again.
+	Errors int64 `json:"reconnect_errors"`
+	// Replayed counts deliveries that came from the relay's replay buffer
+	// (included in Result.Delivered).
+	Replayed int64 `json:"replayed"`
+	// Latency is from dropping a connection to the ack on the next one:
+	// dial, upgrade with token check, and sub.
+	Latency *Latency `json:"reconnect_ms,omitempty"`
+	// ServerCPUMicros is the child's CPU over the run per reconnect, in
+	// µs, its deliveries included; zero when not measured.
+	ServerCPUMicros float64 `json:"server_cpu_us_per_reconnect,omitempty"`
+}
+
+// SlowStats is what slow measured. Result.Latency is the fast subscribers'
+// latency while the slow ones were stopped; NoSlow theirs in the first
+// phase, when everyone read.
+type SlowStats struct {
+	Fraction float64 `json:"fraction"`
+	SlowSubs int     `json:"slow_subs"`
+	FastSubs int     `json:"fast_subs"`
+	// How the slow subscribers' connections ended, seen by them once they
+	// read again: a 4008 close frame, another close code, or the
+	// connection's end (the relay could not write its close frame to a
+	// client that did not read); NotClosed were still open.
+	Closed4008  int `json:"closed_4008"`
+	ClosedOther int `json:"closed_other"`
+	ClosedConn  int `json:"closed_conn"`
+	NotClosed   int `json:"not_closed"`
+	// RelayDisconnects is the growth of the child's
+	// realtime_slow_consumer_disconnects_total over the second phase; -1
+	// when it was not read (a URL target).
+	RelayDisconnects int64 `json:"relay_slow_disconnects"`
+	// RelayCloses is the growth of the child's
+	// realtime_connections_closed_total by reason over the second phase,
+	// the fast subscribers' included; nil when not read or none.
+	RelayCloses map[string]int64 `json:"relay_closes,omitempty"`
+	// CutoffSeconds is how long after the slow subscribers stopped the
+	// relay had closed them all, by that count; zero when it had not by
+	// the end of the phase (or was not read).
+	CutoffSeconds float64  `json:"cutoff_seconds"`
+	NoSlow        *Latency `json:"no_slow_latency_ms,omitempty"`
+	// P99Ratio is the fast subscribers' p99 with slow ones over without.
+	P99Ratio float64 `json:"p99_ratio"`
+	// NoSlowRSSBytes is the child's RSS at the end of the first phase,
+	// PeakRSSBytes the highest seen in the second.
+	NoSlowRSSBytes int64 `json:"no_slow_rss_bytes,omitempty"`
+	PeakRSSBytes   int64 `json:"peak_rss_bytes,omitempty"`
 }
 
 // Step is one rate of a ramp.
@@ -196,8 +264,12 @@ func (r *Result) WriteTable(w io.Writer) error {
 	row := func(k, format string, a ...any) { fmt.Fprintf(tw, "%s\t"+format+"\n", append([]any{k}, a...)...) }
 	row("scenario", "%s (target %s)", r.Scenario, r.Target)
 	if r.Scenario != ScenarioConnect {
-		row("shape", "%d channels x %d subs, %s msg/s target, batch %d, %d-byte payload, %.1fs",
-			r.Channels, r.Subs, num(r.TargetRate), r.Batch, r.PayloadBytes, r.Seconds)
+		phases := ""
+		if r.Slow != nil {
+			phases = " (two phases)"
+		}
+		row("shape", "%d channels x %d subs, %s msg/s target, batch %d, %d-byte payload, %.1fs%s",
+			r.Channels, r.Subs, num(r.TargetRate), r.Batch, r.PayloadBytes, r.Seconds, phases)
 	}
 	row("connections", "%s (%s connects/s, %d errors)", formatCount(int64(r.Conns)), num(r.ConnectsPerSec), r.ConnectErrors)
 	if r.Scenario != ScenarioConnect {
@@ -206,9 +278,49 @@ func (r *Result) WriteTable(w io.Writer) error {
 		row("lost / dup / reordered", "%d / %d / %d  (extra %d, resets %d, disconnected %d)",
 			r.Lost, r.Duplicated, r.Reordered, r.Extra, r.Resets, r.Disconnected)
 	}
-	if l := r.Latency; l != nil {
-		row("latency ms", "p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%s)",
-			l.P50, l.P90, l.P99, l.P999, l.Max, formatCount(l.Count))
+	latency := func(k string, l *Latency) {
+		if l != nil {
+			row(k, "p50 %.2f  p90 %.2f  p99 %.2f  p99.9 %.2f  max %.2f  (n=%s)",
+				l.P50, l.P90, l.P99, l.P999, l.Max, formatCount(l.Count))
+		}
+	}
+	if sl := r.Slow; sl != nil {
+		latency("fast latency ms, no slow", sl.NoSlow)
+		latency("fast latency ms, slow", r.Latency)
+	} else {
+		latency("latency ms", r.Latency)
+	}
+	if c := r.Churn; c != nil {
+		row("reconnects", "%s (%s/s of %s/s target, %d errors)", formatCount(c.Reconnects), num(c.PerSec), num(c.TargetRate), c.Errors)
+		row("recovered", "%s (%.2f%%), not recovered %d, replayed %s msgs",
+			formatCount(c.Recovered), c.RecoveredPct, c.NotRecovered, formatCount(c.Replayed))
+		latency("reconnect ms", c.Latency)
+		if c.ServerCPUMicros > 0 {
+			row("server cpu per reconnect", "%.1f µs (deliveries included)", c.ServerCPUMicros)
+		}
+	}
+	if sl := r.Slow; sl != nil {
+		row("slow subscribers", "%d of %d (%.0f%%) stopped reading; closed: %d with 4008, %d connection ended, %d other code; %d not closed",
+			sl.SlowSubs, sl.SlowSubs+sl.FastSubs, 100*sl.Fraction, sl.Closed4008, sl.ClosedConn, sl.ClosedOther, sl.NotClosed)
+		relay := "not measured (not a child relay)"
+		if sl.RelayDisconnects >= 0 {
+			relay = fmt.Sprintf("%d slow-consumer disconnects", sl.RelayDisconnects)
+			if sl.CutoffSeconds > 0 {
+				relay += fmt.Sprintf(", all within %.1fs of the stop", sl.CutoffSeconds)
+			}
+			relay += "; connections closed by reason:"
+			if len(sl.RelayCloses) == 0 {
+				relay += " none"
+			}
+			for _, reason := range slices.Sorted(maps.Keys(sl.RelayCloses)) {
+				relay += fmt.Sprintf(" %s %d", reason, sl.RelayCloses[reason])
+			}
+		}
+		row("relay count", "%s", relay)
+		row("fast p99 slow / no slow", "x%.2f", sl.P99Ratio)
+		if sl.PeakRSSBytes > 0 {
+			row("server rss", "%s without slow, peak %s with", bytesHuman(sl.NoSlowRSSBytes), bytesHuman(sl.PeakRSSBytes))
+		}
 	}
 	if s := r.Server; s != nil {
 		cpu := fmt.Sprintf("%.2fs", s.CPUSeconds)

@@ -47,6 +47,16 @@ type run struct {
 
 	// Resource snapshots.
 	readyStats procStats // at ready, before any connection
+
+	// Churn: loops is the context of the readers' reconnects, stopLoops
+	// ends it (closeAll); plan is set once publishing starts and then
+	// read by the readers.
+	loops        context.Context
+	stopLoops    context.CancelFunc
+	plan         atomic.Pointer[churnPlan]
+	reconnectLat *latencies
+	// Slow: the subscribers that stop reading.
+	stall *stall
 }
 
 // Run runs the scenario of cfg and returns what it measured. An error
@@ -75,7 +85,7 @@ func Run(ctx context.Context, cfg Config) (Result, error) {
 
 // runAgainst runs cfg's scenario against the target start returns.
 func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Config) (*target, error)) (Result, error) {
-	r := &run{cfg: cfg, lat: newLatencies(4 * runtime.GOMAXPROCS(0))}
+	r := &run{cfg: cfg, lat: newLatencies(4 * runtime.GOMAXPROCS(0)), reconnectLat: newLatencies(runtime.GOMAXPROCS(0))}
 	r.res = Result{Scenario: cfg.Scenario, Target: "child", FDLimit: raiseFDLimit()}
 	if cfg.URL != "" {
 		r.res.Target = cfg.URL
@@ -102,6 +112,10 @@ func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Co
 		err = r.fanout(ctx)
 	case ScenarioRamp:
 		err = r.ramp(ctx)
+	case ScenarioChurn:
+		err = r.churn(ctx)
+	case ScenarioSlow:
+		err = r.slow(ctx)
 	}
 	r.closeAll()
 	if serr := t.stop(); serr != nil {
@@ -193,12 +207,18 @@ func (r *run) dialAll(ctx context.Context, n int, channelOf func(int) int) time.
 // dialOne opens connection i, subscribes it to channel ch (unless ch < 0)
 // and starts its reader.
 func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
-	c, err := r.dialer.dial(ctx, i, r.subToken)
+	// Slow stops the same share of every channel's subscribers: the j-th
+	// of channel ch is connection ch + j*Channels.
+	slow := r.stall != nil && ch >= 0 && r.cfg.isSlow(i/r.cfg.Channels)
+	c, err := r.dialer.dial(ctx, i, r.subToken, slow)
 	if err != nil {
 		return nil, err
 	}
 	s := &subscriber{conn: c, n: i, channel: ch, lat: r.lat, ctr: &r.ctr, closing: &r.closing,
 		acked: make(chan struct{}), done: make(chan struct{})}
+	if slow {
+		s.stall, s.lat = r.stall, nil
+	}
 	if ch >= 0 {
 		// Written before the reader starts, which then owns every write.
 		if err := c.writeFrame(opText, subFrame(r.channels[ch])); err != nil {
@@ -207,7 +227,11 @@ func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
 		}
 	}
 	r.ctr.open.Add(1)
-	go s.readLoop()
+	if r.loops != nil {
+		go r.churnLoop(r.loops, s)
+	} else {
+		go s.readLoop()
+	}
 	return s, nil
 }
 
@@ -238,8 +262,16 @@ func (r *run) noteErr(err error) {
 // again does nothing more.
 func (r *run) closeAll() {
 	r.closing.Store(true)
+	if r.stopLoops != nil {
+		r.stopLoops() // churn: no more reconnects
+	}
+	if r.stall != nil {
+		r.stall.release() // slow: a stopped reader must see its close
+	}
 	for _, s := range r.subs {
+		s.connMu.Lock()
 		s.conn.close()
+		s.connMu.Unlock()
 	}
 	for _, s := range r.subs {
 		<-s.done
@@ -308,7 +340,7 @@ func (r *run) subscribeAll(ctx context.Context) error {
 			// The reader ended before an ack; it wrote readErr first.
 			r.res.SubscribeErrs++
 			r.noteErr(fmt.Errorf("subscriber ended before its ack: %w", s.readErr))
-		default:
+		case s.stall == nil: // slow: only the fast subscribers are counted on
 			r.subsOfCh[s.channel]++
 		}
 	}
@@ -424,21 +456,7 @@ func (r *run) fanout(ctx context.Context) error {
 	}
 	subscribed, _ := r.t.stats()
 	ph := r.publishPhase(ctx, r.cfg.Rate, r.cfg.Duration)
-	r.res.Seconds = r.cfg.Duration.Seconds()
-	r.res.Published = ph.published
-	r.res.PublishErrors = r.ctr.publishErrors.Load()
-	r.res.PublishedPerSec = float64(ph.published) / r.cfg.Duration.Seconds()
-	r.res.Delivered = ph.delivered
-	r.res.DeliveredPerSec = float64(ph.delivered) / r.cfg.Duration.Seconds()
-	r.res.Latency = latencyOf(r.lat.merged())
-	r.res.LoadgenCPUSeconds = ph.loadgenCPU.Seconds()
-	if s, ok := r.t.stats(); ok {
-		r.res.Server = r.serverStats(s, r.readyStats, ph.serverCPU)
-		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, len(r.subs))
-		if ph.delivered > 0 {
-			r.res.Server.CPUMicrosPerMsg = float64(ph.serverCPU.Microseconds()) / float64(ph.delivered)
-		}
-	}
+	r.fillPhase(ph, subscribed)
 	r.closeAll()
 	r.collectStreams()
 	return nil
@@ -455,6 +473,13 @@ func (r *run) collectStreams() {
 	var expected int64
 	for _, s := range r.subs {
 		if s.channel < 0 || !s.ackOK {
+			continue
+		}
+		if s.stall != nil {
+			// Slow: cut off by design, so only what it received is
+			// judged.
+			r.res.Duplicated += s.st.dups
+			r.res.Reordered += s.st.reorders
 			continue
 		}
 		want := uint64(r.published[s.channel].Load())
@@ -479,7 +504,7 @@ func (r *run) collectCloses() {
 			}
 			r.res.CloseCodes[s.closeCode]++
 		}
-		if s.readErr != nil {
+		if s.readErr != nil && s.stall == nil { // slow ones are meant to end
 			r.noteErr(fmt.Errorf("subscriber %d: %w", s.n, s.readErr))
 		}
 	}
@@ -545,6 +570,25 @@ func (r *run) judge() {
 	}
 	if res.Disconnected > 0 {
 		fail("%d subscriptions were closed during the run", res.Disconnected)
+	}
+	if c := res.Churn; c != nil {
+		if c.NotRecovered > 0 {
+			fail("%d of %d reconnects not recovered", c.NotRecovered, c.Reconnects)
+		}
+		if c.Errors > 0 {
+			fail("%d reconnects failed", c.Errors)
+		}
+		if c.PerSec < heldShare*c.TargetRate {
+			fail("%s reconnects/s is below %.0f%% of --reconnect-rate %s/s", num(c.PerSec), 100*heldShare, num(c.TargetRate))
+		}
+	}
+	if sl := res.Slow; sl != nil {
+		if sl.NotClosed > 0 {
+			fail("%d of %d slow subscribers were not closed by the relay", sl.NotClosed, sl.SlowSubs)
+		}
+		if sl.P99Ratio > r.cfg.MaxP99Ratio {
+			fail("fast p99 with slow subscribers is x%.2f of without, above --max-p99-ratio %g", sl.P99Ratio, r.cfg.MaxP99Ratio)
+		}
 	}
 	if r.cfg.MaxP99 > 0 && res.Latency != nil && res.Latency.P99 > float64(r.cfg.MaxP99)/float64(time.Millisecond) {
 		fail("p99 %.2f ms is above --max-p99 %s", res.Latency.P99, r.cfg.MaxP99)

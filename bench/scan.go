@@ -19,6 +19,9 @@ var (
 	keyOffset = []byte(`"offset":`)
 	keyData   = []byte(`"data":"`)
 	keyCode   = []byte(`"code":"`)
+	keyEpoch  = []byte(`"epoch":"`)
+	// keyRecovered is in an ack that recovered a since.
+	keyRecovered = []byte(`"recovered":true`)
 )
 
 // payloadPrefix starts every data the bench publishes; the unix-nanosecond

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"bytes"
 	"errors"
 	"sync"
 	"sync/atomic"
@@ -143,6 +144,7 @@ type counters struct {
 	publishErrors atomic.Int64
 	readErrors    atomic.Int64 // subscriptions that ended before the run did
 	open          atomic.Int64 // connections open
+	reconnects    atomic.Int64 // churn: resubscribes answered
 }
 
 // subscriber is one WebSocket connection subscribed to one channel (or to
@@ -157,17 +159,80 @@ type subscriber struct {
 	acked   chan struct{} // closed when the sub is answered or the reader ends
 	done    chan struct{} // closed when the reader goroutine returns
 	closing *atomic.Bool  // set by the run before it closes connections
+	// stall is set for the subscribers that the slow scenario stops; nil
+	// for every other. Their deliveries are not counted in ctr.delivered
+	// and their latencies not recorded (lat is nil).
+	stall *stall
+
+	// connMu guards conn where the reader replaces it (churn), against
+	// closeAll and the run arming churn's first deadline; the reader itself
+	// reads conn without it, being its only writer.
+	connMu sync.Mutex
 
 	// Owned by the reader goroutine; read by others only after done (or,
 	// for ackOffset and ackErr, after acked) is closed.
-	answered  bool // the sub was answered (ack or err), or there is none
-	ackOK     bool // the sub was acked
-	ackOffset uint64
+	answered  bool   // the sub was answered (ack or err), or there is none
+	ackOK     bool   // the sub was acked
+	ackOffset uint64 // the first ack's offset: the stream starts after it
 	ackErr    string
 	st        stream
+	rs        resumes // churn's reconnects
 	readErr   error
 	closeCode uint16
 	micros    []int64 // reused per frame
+}
+
+// stall holds the slow subscribers of the slow scenario.
+type stall struct {
+	// stop, once set, makes each slow subscriber stop reading after its
+	// next frame; it is set by the run, read by the readers.
+	stop atomic.Bool
+	// resume is closed to let them read again (release).
+	resume chan struct{}
+	once   sync.Once
+}
+
+// release lets the stopped subscribers read again. Any goroutine may call
+// it, more than once.
+func (st *stall) release() { st.once.Do(func() { close(st.resume) }) }
+
+// stopped reports whether s is a slow subscriber that was told to stop.
+func (s *subscriber) stopped() bool { return s.stall != nil && s.stall.stop.Load() }
+
+// ack takes the answer to a sub: the first one starts the stream after
+// its offset; a resubscribe's (churn) must be recovered in the same epoch,
+// so that the stream goes on where it was.
+func (s *subscriber) ack(obj []byte) {
+	off, _ := uintAfter(obj, keyOffset)
+	epoch := stringAfter(obj, keyEpoch)
+	s.ackOK, s.answered = true, true
+	if !s.rs.since {
+		s.ackOffset, s.st.last = off, off
+		s.rs.epoch = append(s.rs.epoch[:0], epoch...)
+		return
+	}
+	s.rs.acks++
+	switch {
+	case bytes.Equal(epoch, s.rs.epoch) && bytes.Contains(obj, keyRecovered):
+		s.rs.recovered++
+		s.rs.replayTo = off // what follows up to off is the replay
+	case bytes.Equal(epoch, s.rs.epoch):
+		// Not recovered: only live messages follow, the ones up to
+		// off never come.
+		s.rs.notRecovered++
+		if off > s.st.last {
+			s.st.bigGaps += int64(off - s.st.last)
+			s.st.last = off
+		}
+	default:
+		// A new epoch: the stream restarted, and offsets before and
+		// after cannot be compared; count it as a reset.
+		s.rs.notRecovered++
+		s.st.resets++
+		s.st.last = off
+		clear(s.st.holes)
+		s.rs.epoch = append(s.rs.epoch[:0], epoch...)
+	}
 }
 
 // subFrame returns the sub request for channel ch.
@@ -208,12 +273,22 @@ func (s *subscriber) readLoop() {
 		if !wasAnswered && s.answered {
 			close(s.acked)
 		}
-		if len(s.micros) > 0 {
-			s.lat.record(s.n, s.micros)
+		s.count(msgs)
+		if s.stopped() {
+			// A client that stopped reading: the socket's buffers fill,
+			// then the relay's queue for it.
+			<-s.stall.resume
 		}
-		if msgs > 0 {
-			s.ctr.delivered.Add(int64(msgs))
-		}
+	}
+}
+
+// count records a frame's msgs and their latencies (left in s.micros).
+func (s *subscriber) count(msgs int) {
+	if len(s.micros) > 0 && s.lat != nil {
+		s.lat.record(s.n, s.micros)
+	}
+	if msgs > 0 && s.stall == nil {
+		s.ctr.delivered.Add(int64(msgs))
 	}
 }
 
@@ -232,6 +307,9 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 			msgs++
 			if o, ok := uintAfter(obj, keyOffset); ok {
 				s.st.add(o)
+				if o <= s.rs.replayTo {
+					s.rs.replayed++
+				}
 			}
 			if ts, ok := sentAt(obj); ok {
 				s.micros = append(s.micros, (now-ts)/1e3)
@@ -239,9 +317,7 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 				s.st.unmatched++
 			}
 		case op == "ack" && !s.answered:
-			s.ackOffset, _ = uintAfter(obj, keyOffset)
-			s.st.last = s.ackOffset
-			s.ackOK, s.answered = true, true
+			s.ack(obj)
 		case op == "err" && !s.answered:
 			s.ackErr = string(stringAfter(obj, keyCode))
 			s.answered = true

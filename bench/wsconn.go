@@ -15,6 +15,7 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/realtime-relay/realtime/internal/wsframe"
@@ -100,11 +101,15 @@ func newDialer(base *url.URL, sourceAddrs int, timeout time.Duration) *dialer {
 }
 
 // dial opens connection number n (which picks its source address) and
-// upgrades it with token.
-func (d *dialer) dial(ctx context.Context, n int, token string) (*wsConn, error) {
+// upgrades it with token. A cramped connection has a small receive buffer
+// and segment size (see cramp).
+func (d *dialer) dial(ctx context.Context, n int, token string, cramped bool) (*wsConn, error) {
 	nd := net.Dialer{Timeout: d.timeout}
 	if len(d.sources) > 0 {
 		nd.LocalAddr = d.sources[n%len(d.sources)]
+	}
+	if cramped {
+		nd.Control = cramp
 	}
 	nc, err := nd.DialContext(ctx, "tcp", d.host)
 	if err != nil {
@@ -119,6 +124,30 @@ func (d *dialer) dial(ctx context.Context, n int, token string) (*wsConn, error)
 		return nil, err
 	}
 	return c, nil
+}
+
+// Socket sizes of a cramped connection: what an internet client's socket
+// holds, not loopback's.
+const (
+	crampedRcvBuf = 4 << 10 // the kernel doubles it
+	crampedMSS    = 1400
+)
+
+// cramp shrinks a socket before it connects, for the slow scenario's
+// clients that stop reading: with loopback's defaults (a 64 KiB segment
+// size, from which the server's kernel sizes its send buffer at about
+// 1.3 MiB, plus an autotuned receive buffer) the kernels would absorb
+// minutes of a subscriber's messages before the relay's own queue saw
+// any of it. With an internet-sized segment and a small receive buffer
+// they hold some tens of KiB, so the run measures the relay's policy.
+func cramp(_, _ string, rc syscall.RawConn) error {
+	var serr error
+	err := rc.Control(func(fd uintptr) {
+		serr = errors.Join(
+			syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_RCVBUF, crampedRcvBuf),
+			syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_MAXSEG, crampedMSS))
+	})
+	return errors.Join(err, serr)
 }
 
 // handshake sends the upgrade request and checks the 101.

@@ -13,16 +13,17 @@ import (
 
 // Defaults, used where a Config field is zero.
 const (
-	defaultMaxFrameBytes     = 64 << 10
-	defaultMaxDataBytes      = 64 << 10
-	defaultMaxBatch          = 100
-	defaultMaxHeaderBytes    = 8 << 10
-	defaultReadTimeout       = 10 * time.Second
-	defaultWriteTimeout      = 10 * time.Second
-	defaultIdleTimeout       = 90 * time.Second
-	defaultSocketWriteTimout = 10 * time.Second
-	defaultReadBufferBytes   = 512
-	maxIdempotencyKeyLen     = 256
+	defaultMaxFrameBytes         = 64 << 10
+	defaultMaxDataBytes          = 64 << 10
+	defaultMaxBatch              = 100
+	defaultMaxHeaderBytes        = 8 << 10
+	defaultReadTimeout           = 10 * time.Second
+	defaultWriteTimeout          = 10 * time.Second
+	defaultIdleTimeout           = 90 * time.Second
+	defaultSocketWriteTimout     = 10 * time.Second
+	defaultReadBufferBytes       = 512
+	defaultSocketSendBufferBytes = 64 << 10
+	maxIdempotencyKeyLen         = 256
 )
 
 // Config configures an edge Server. Zero values mean the defaults.
@@ -65,6 +66,11 @@ type Config struct {
 	// SocketWriteTimeout bounds one WebSocket write; a client that does not
 	// take a write within it is disconnected. Zero means 10s.
 	SocketWriteTimeout time.Duration
+	// SocketSendBufferBytes caps each WebSocket's kernel send buffer
+	// (SO_SNDBUF; Linux doubles it). Zero means 64 KiB: with the outbound
+	// queue that bounds what a slow client holds, and it still carries
+	// megabytes a second to a client 50 ms away.
+	SocketSendBufferBytes int
 	// KeepaliveTimeout is how long a connection may stay silent (no frame,
 	// no pong) before it is considered dead. Zero means twice the actors'
 	// ping interval plus 5s.
@@ -96,6 +102,7 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.IdleTimeout, defaultIdleTimeout)
 	defaults.Set(&c.SocketWriteTimeout, defaultSocketWriteTimout)
 	defaults.Set(&c.ReadBufferBytes, defaultReadBufferBytes)
+	defaults.Set(&c.SocketSendBufferBytes, defaultSocketSendBufferBytes)
 }
 
 // Validate reports the first setting that cannot work.

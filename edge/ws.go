@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -81,6 +82,7 @@ func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, rem
 	if u, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
 		nc = u.UnsafeConn()
 	}
+	limitSendBuffer(nc, s.cfg.SocketSendBufferBytes)
 	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
 	socket, err := s.upgrader.UpgradeFromConn(nc, br, req)
 	if err != nil {
@@ -109,6 +111,20 @@ func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, rem
 	_ = socket.SetReadDeadline(time.Now().Add(s.cfg.KeepaliveTimeout))
 	s.readLoops.Add(1)
 	go socket.ReadLoop()
+}
+
+// limitSendBuffer caps the kernel's send buffer of a WebSocket. Left alone,
+// Linux autotunes it past a megabyte for a client that stops reading
+// (measured with ss -tmi), so such a client would sit on a minute of
+// messages in the kernel before the outbound queue's bound, the documented
+// one, ever saw it.
+func limitSendBuffer(nc net.Conn, n int) {
+	if tc, ok := nc.(*tls.Conn); ok {
+		nc = tc.NetConn()
+	}
+	if tc, ok := nc.(*net.TCPConn); ok {
+		_ = tc.SetWriteBuffer(n)
+	}
 }
 
 // upgradeRequest copies what gws needs from the fasthttp request: fasthttp

@@ -75,18 +75,18 @@ func bench(args []string) int {
 func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOutput, err error) {
 	f := newEnvFlags("bench")
 	f.SetOutput(out)
-	scenario := f.String("scenario", "fanout", "load shape: fanout, connect or ramp")
+	scenario := f.String("scenario", "fanout", "load shape: fanout, connect, ramp, churn or slow")
 	url := f.String("url", "", "base URL of a running relay (http://host:port); empty starts one as a child process")
 	key := f.String("key", "", "kid:secret of the relay at --url (standard base64 secret); not needed for a child")
 	var serverArgs stringList
-	f.Var(&serverArgs, "server-arg", "extra `realtime serve` flag for the child, e.g. --server-arg=--send-queue-bytes=65536; repeatable (the environment twin holds one)")
+	f.Var(&serverArgs, "server-arg", "extra `realtime serve` flag for the child, e.g. --server-arg=--send-queue-bytes=65536; repeatable (the environment twin holds one); slow adds --send-queue-bytes=32768 unless given")
 	serverBin := f.String("server-binary", "", "realtime binary to start as the child; empty means this one")
 	serverLog := f.Bool("server-log", false, "copy the child's log (warn and above) to stderr")
 	site := f.String("site", "ari:cloud:jira::site/bench", "site claim of the bench's tokens and prefix of its channels")
-	channels := f.Int("channels", 10, "fanout/ramp: number of channels")
-	subs := f.Int("subs", 10, "fanout/ramp: subscriber connections per channel")
-	rate := f.Float64("rate", 1000, "fanout: target publishes per second over all publishers; ramp: the first step's rate")
-	duration := f.Duration("duration", 0, "fanout: how long to publish (default 10s); ramp: each step's length (default 5s)")
+	channels := f.Int("channels", 10, "fanout/ramp/churn/slow: number of channels")
+	subs := f.Int("subs", 10, "fanout/ramp/churn/slow: subscriber connections per channel")
+	rate := f.Float64("rate", 1000, "target publishes per second over all publishers; ramp: the first step's rate")
+	duration := f.Duration("duration", 0, "how long to publish (default 10s); ramp: each step's length (default 5s); slow: each of its two phases")
 	payload := f.Int("payload", 64, "bytes of data per message (a timestamp plus padding; at least 20)")
 	batch := f.Int("batch", 1, "messages per publish request; above 1 uses /v1/publish/batch")
 	publishers := f.Int("publishers", 4, "concurrent keep-alive publishing connections")
@@ -96,7 +96,10 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 	sourceAddrs := f.Int("source-addrs", 8, "loopback source addresses to dial from (127.0.0.2, .3, ...), when the target is on loopback")
 	rampFactor := f.Float64("ramp-factor", 1.5, "ramp: rate multiplier from one step to the next")
 	rampMax := f.Float64("ramp-max-rate", 0, "ramp: stop at this rate; 0 means no cap")
-	maxP99 := f.Duration("max-p99", 0, "fail when p99 latency is above this; ramp: the bound each step must hold (default 50ms); 0 means none")
+	reconnectRate := f.Float64("reconnect-rate", 1000, "churn: target reconnects per second, spread over all subscriptions")
+	slowFraction := f.Float64("slow-fraction", 0.1, "slow: share of each channel's subscribers that stop reading in the second phase")
+	maxP99Ratio := f.Float64("max-p99-ratio", 2, "slow: fail when the fast subscribers' p99 with slow ones is above this times their p99 without")
+	maxP99 := f.Duration("max-p99", 0, "fail when p99 latency is above this; ramp: the bound each step must hold (default 50ms); slow: the fast subscribers' bound; 0 means none")
 	minRate := f.Float64("min-rate", 0, "fail when fewer publishes per second were achieved (ramp: capacity); 0 means none")
 	drain := f.Duration("drain-timeout", 0, "after publishing, how long to wait for deliveries to stop arriving (default 5s)")
 	baseline := f.Bool("baseline", false, "also run the scenario against a minimal gws server (no actors, auth or buffers) and report the relay as ratios of it; child target only")
@@ -110,28 +113,31 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 		return cfg, opts, fmt.Errorf("unexpected argument %q", f.Arg(0))
 	}
 	cfg = loadgen.Config{
-		Scenario:     loadgen.Scenario(*scenario),
-		URL:          *url,
-		ServerBinary: *serverBin,
-		ServerArgs:   serverArgs,
-		Site:         *site,
-		Channels:     *channels,
-		Subs:         *subs,
-		Rate:         *rate,
-		Duration:     *duration,
-		PayloadBytes: *payload,
-		Batch:        *batch,
-		Publishers:   *publishers,
-		Conns:        *conns,
-		Concurrency:  *concurrency,
-		Hold:         *hold,
-		SourceAddrs:  *sourceAddrs,
-		RampFactor:   *rampFactor,
-		RampMaxRate:  *rampMax,
-		MaxP99:       *maxP99,
-		MinRate:      *minRate,
-		DrainTimeout: *drain,
-		Baseline:     *baseline,
+		Scenario:      loadgen.Scenario(*scenario),
+		URL:           *url,
+		ServerBinary:  *serverBin,
+		ServerArgs:    serverArgs,
+		Site:          *site,
+		Channels:      *channels,
+		Subs:          *subs,
+		Rate:          *rate,
+		Duration:      *duration,
+		PayloadBytes:  *payload,
+		Batch:         *batch,
+		Publishers:    *publishers,
+		Conns:         *conns,
+		Concurrency:   *concurrency,
+		Hold:          *hold,
+		SourceAddrs:   *sourceAddrs,
+		RampFactor:    *rampFactor,
+		RampMaxRate:   *rampMax,
+		MaxP99:        *maxP99,
+		MinRate:       *minRate,
+		DrainTimeout:  *drain,
+		ReconnectRate: *reconnectRate,
+		SlowFraction:  *slowFraction,
+		MaxP99Ratio:   *maxP99Ratio,
+		Baseline:      *baseline,
 	}
 	if *serverLog {
 		cfg.ServerStderr = os.Stderr

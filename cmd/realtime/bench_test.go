@@ -35,6 +35,23 @@ func TestBenchConfig(t *testing.T) {
 	assert.Equal(t, []string{"--send-queue-bytes=65536", "--retention=1m"}, cfg.ServerArgs)
 }
 
+func TestBenchConfigChurnSlow(t *testing.T) {
+	t.Setenv("REALTIME_RECONNECT_RATE", "250") // env twin
+	cfg, _, err := benchConfig([]string{"--scenario", "churn"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, loadgen.ScenarioChurn, cfg.Scenario)
+	assert.InDelta(t, 250.0, cfg.ReconnectRate, 0)
+	assert.InDelta(t, 0.1, cfg.SlowFraction, 0, "the flag's default")
+	assert.InDelta(t, 2.0, cfg.MaxP99Ratio, 0, "the flag's default")
+
+	cfg, _, err = benchConfig([]string{"--scenario", "slow", "--slow-fraction", "0.25", "--max-p99-ratio", "3", "--max-p99", "20ms"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, loadgen.ScenarioSlow, cfg.Scenario)
+	assert.InDelta(t, 0.25, cfg.SlowFraction, 0)
+	assert.InDelta(t, 3.0, cfg.MaxP99Ratio, 0)
+	assert.Equal(t, 20*time.Millisecond, cfg.MaxP99)
+}
+
 func TestBenchConfigErrors(t *testing.T) {
 	f := func(name string, args ...string) {
 		t.Run(name, func(t *testing.T) {

@@ -34,6 +34,7 @@ func serve(args []string) error {
 	maxConns := f.Int("max-connections", 0, "max open WebSocket connections; 0 means no cap")
 	maxSubs := f.Int("max-subscriptions", 100, "max subscriptions per connection")
 	sendQueue := f.Int("send-queue-bytes", 1<<20, "outbound queue per connection in bytes; a client behind by more is closed with 4008")
+	sendBuffer := f.Int("socket-send-buffer", 64<<10, "kernel send buffer per WebSocket in bytes (SO_SNDBUF; the kernel doubles it)")
 	maxFrame := f.Int("max-frame-bytes", 64<<10, "max client frame in bytes; larger closes with 1009")
 	maxData := f.Int("max-data-bytes", 64<<10, "max published data in bytes; larger gets 413")
 	maxBatch := f.Int("max-batch", 100, "max messages per batch publish")
@@ -78,14 +79,15 @@ func serve(args []string) error {
 	}
 
 	cfg := edge.Config{
-		Keys:               ring,
-		Logger:             log,
-		MaxConnections:     *maxConns,
-		MaxFrameBytes:      *maxFrame,
-		MaxDataBytes:       *maxData,
-		MaxBatch:           *maxBatch,
-		PublishRatePerSite: *publishRate,
-		KeepaliveTimeout:   *keepalive,
+		Keys:                  ring,
+		Logger:                log,
+		MaxConnections:        *maxConns,
+		MaxFrameBytes:         *maxFrame,
+		MaxDataBytes:          *maxData,
+		MaxBatch:              *maxBatch,
+		PublishRatePerSite:    *publishRate,
+		KeepaliveTimeout:      *keepalive,
+		SocketSendBufferBytes: *sendBuffer,
 		Actors: actors.Config{
 			History:          actors.HistoryLimits{Retention: *retention, MaxMessages: *historyMessages, MaxBytes: *historyBytes},
 			SendQueueBytes:   *sendQueue,

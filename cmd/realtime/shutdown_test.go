@@ -1,0 +1,295 @@
+package main
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+// buildRelay builds this command into a temporary directory, with the race
+// detector when the tests run under it (go build then reuses the packages
+// the test build compiled).
+func buildRelay(t *testing.T) string {
+	t.Helper()
+	bin := filepath.Join(t.TempDir(), "realtime")
+	args := append([]string{"build", "-o", bin}, raceFlags...)
+	out, err := exec.Command("go", append(args, ".")...).CombinedOutput()
+	require.NoError(t, err, "%s", out)
+	return bin
+}
+
+// freeAddr returns a loopback address whose port was free a moment ago.
+func freeAddr(t *testing.T) string {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	addr := ln.Addr().String()
+	require.NoError(t, ln.Close())
+	return addr
+}
+
+// lockedBuffer collects a child's stderr for failure messages.
+type lockedBuffer struct {
+	mu  sync.Mutex
+	buf bytes.Buffer
+}
+
+func (b *lockedBuffer) Write(p []byte) (int, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.Write(p)
+}
+
+func (b *lockedBuffer) String() string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	return b.buf.String()
+}
+
+// child is a `realtime serve` process.
+type child struct {
+	addr, admin string
+	cmd         *exec.Cmd
+	stderr      *lockedBuffer
+	exited      chan struct{}
+	waitErr     error // set before exited is closed
+}
+
+// startServe starts `realtime serve` with key on free loopback ports and
+// waits until it is ready. It is killed when the test ends, if still alive.
+func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
+	t.Helper()
+	c := &child{addr: freeAddr(t), admin: freeAddr(t), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	args = append([]string{"serve", "--listen", c.addr, "--admin-listen", c.admin, "--keys", key.String(),
+		"--log-format", "json", "--log-level", "warn"}, args...)
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Stderr = c.stderr
+	require.NoError(t, c.cmd.Start())
+	go func() { c.waitErr = c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(func() {
+		select {
+		case <-c.exited:
+		default:
+			_ = c.cmd.Process.Kill()
+			<-c.exited
+		}
+	})
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	require.Eventually(t, func() bool {
+		resp, err := client.Get("http://" + c.admin + "/readyz")
+		if err != nil {
+			return false
+		}
+		_ = resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	}, 2*testutil.Wait, 20*time.Millisecond, "the relay was not ready: %s", c.stderr)
+	return c
+}
+
+// TestShutdownUnderLoad sends SIGTERM to the real binary while ~1,000
+// clients are subscribed and publishers publish concurrently: every client
+// gets 1012, every publish that got a response got 200 or 503, none hangs,
+// and the process exits 0 within --shutdown-timeout. A new process with
+// the same key answers a client that asks to recover from before the
+// restart with recovered:false, and replays nothing.
+func TestShutdownUnderLoad(t *testing.T) {
+	const (
+		clients, channels, publishers = 1000, 4, 4
+		shutdownTimeout               = 10 * time.Second
+	)
+	bin := buildRelay(t)
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	relay := startServe(t, bin, key, "--shutdown-timeout", shutdownTimeout.String())
+	tokens := &testutil.Relay{Key: key} // only for minting tokens
+	sub := tokens.SubscribeToken(t)
+	pub := tokens.PublishToken(t)
+	chans := make([]string, channels)
+	for i := range chans {
+		chans[i] = testutil.Channel("load-" + strconv.Itoa(i))
+	}
+
+	subs := make([]*testutil.Subscriber, clients)
+	var dialErrs atomic.Int64
+	var dialed sync.WaitGroup
+	work := make(chan int)
+	for range 8 {
+		dialed.Go(func() {
+			for i := range work {
+				s, err := testutil.DialSubscriber(relay.addr, sub)
+				if err == nil {
+					subs[i] = s
+					err = s.Subscribe(chans[i%channels])
+				}
+				if err != nil {
+					dialErrs.Add(1)
+				}
+			}
+		})
+	}
+	for i := range subs {
+		work <- i
+	}
+	close(work)
+	dialed.Wait()
+	t.Cleanup(func() {
+		for _, s := range subs {
+			if s != nil {
+				s.Close()
+			}
+		}
+	})
+	require.Zero(t, dialErrs.Load(), "dials or subscribes failed")
+	require.Eventually(t, func() bool {
+		for i, s := range subs {
+			if !s.State(chans[i%channels]).Acked {
+				return false
+			}
+		}
+		return true
+	}, 2*testutil.Wait, 20*time.Millisecond, "sub acks")
+
+	// Publishers publish back to back until the relay is gone. A request
+	// may fail without a response only once SIGTERM was sent (a refused
+	// connection, or a keep-alive connection the draining relay closed
+	// just as the request went out); every response is 200 or 503.
+	transport := &http.Transport{MaxIdleConnsPerHost: publishers}
+	defer transport.CloseIdleConnections()
+	httpClient := &http.Client{Transport: transport, Timeout: shutdownTimeout + testutil.Wait}
+	var sigterm atomic.Pointer[time.Time]
+	var ok, unavailable, noResponse atomic.Int64
+	var mu sync.Mutex
+	var failures []string
+	fail := func(format string, args ...any) {
+		mu.Lock()
+		defer mu.Unlock()
+		if len(failures) < 10 {
+			failures = append(failures, fmt.Sprintf(format, args...))
+		}
+	}
+	var pubs sync.WaitGroup
+	for p := range publishers {
+		pubs.Go(func() {
+			for n := 0; ; n++ {
+				body := `{"channel":"` + chans[(p+n)%channels] + `","event":"Load","data":"` + strings.Repeat("d", 256) + `"}`
+				req, _ := http.NewRequest(http.MethodPost, "http://"+relay.addr+"/v1/publish", strings.NewReader(body))
+				req.Header.Set("Content-Type", "application/json")
+				req.Header.Set("Authorization", "Bearer "+pub)
+				start := time.Now()
+				resp, err := httpClient.Do(req)
+				if err != nil {
+					sent := sigterm.Load()
+					var ne net.Error
+					switch {
+					case sent == nil:
+						fail("publish failed before SIGTERM: %v", err)
+					case errors.As(err, &ne) && ne.Timeout():
+						fail("publish hung for %v: %v", time.Since(start), err)
+					}
+					noResponse.Add(1)
+					return
+				}
+				_, _ = io.Copy(io.Discard, resp.Body)
+				_ = resp.Body.Close()
+				switch resp.StatusCode {
+				case http.StatusOK:
+					ok.Add(1)
+				case http.StatusServiceUnavailable:
+					unavailable.Add(1)
+				default:
+					fail("publish answered %d", resp.StatusCode)
+				}
+				if sent := sigterm.Load(); sent != nil && time.Since(*sent) > shutdownTimeout {
+					fail("publish answered %v after SIGTERM, past the shutdown timeout", time.Since(*sent))
+				}
+			}
+		})
+	}
+	// Under load: the publishers have had some messages delivered.
+	require.Eventually(t, func() bool { return ok.Load() >= 50 }, 2*testutil.Wait, 10*time.Millisecond, "publishes: %v", failures)
+
+	now := time.Now()
+	sigterm.Store(&now)
+	require.NoError(t, relay.cmd.Process.Signal(syscall.SIGTERM))
+	for i, s := range subs {
+		select {
+		case <-s.Closed():
+		case <-time.After(time.Until(now.Add(shutdownTimeout))):
+			t.Fatalf("client %d not closed within the shutdown timeout", i)
+		}
+		require.Equal(t, uint16(1012), s.CloseCode(), "client %d", i)
+		require.Empty(t, s.Failures(), "client %d", i)
+	}
+	select {
+	case <-relay.exited:
+		assert.NoError(t, relay.waitErr, "exit status; stderr: %s", relay.stderr)
+		assert.Less(t, time.Since(now), shutdownTimeout, "exited after its shutdown timeout")
+	case <-time.After(time.Until(now.Add(shutdownTimeout + testutil.Wait))):
+		t.Fatalf("the relay did not exit within %v of SIGTERM: %s", shutdownTimeout, relay.stderr)
+	}
+	pubs.Wait()
+	mu.Lock()
+	require.Empty(t, failures)
+	mu.Unlock()
+	t.Logf("%d clients closed, exit %v after SIGTERM; publishes: %d ok, %d unavailable, %d without response (after SIGTERM)",
+		clients, time.Since(now).Round(time.Millisecond), ok.Load(), unavailable.Load(), noResponse.Load())
+
+	// A new process with the same key cannot recover the old stream: an old
+	// since is answered recovered:false, and only live messages follow.
+	var old *testutil.Subscriber
+	for _, s := range subs {
+		if s.State(chans[0]).Last > 0 {
+			old = s
+			break
+		}
+	}
+	require.NotNil(t, old, "no client of %s got a message", chans[0])
+	before := old.State(chans[0])
+	next := startServe(t, bin, key, "--shutdown-timeout", shutdownTimeout.String())
+	again, err := testutil.DialSubscriber(next.addr, sub)
+	require.NoError(t, err)
+	defer again.Close()
+	require.NoError(t, again.SubscribeSince(chans[0], before.Epoch, before.Last))
+	require.Eventually(t, func() bool { return again.State(chans[0]).Acked }, testutil.Wait, 10*time.Millisecond)
+	ack := again.State(chans[0])
+	assert.False(t, ack.Recovered, "recovered across a restart")
+	assert.NotEqual(t, before.Epoch, ack.Epoch)
+	assert.Equal(t, uint64(0), ack.Last)
+	req, _ := http.NewRequest(http.MethodPost, "http://"+next.addr+"/v1/publish",
+		strings.NewReader(`{"channel":"`+chans[0]+`","event":"Live","data":"after"}`))
+	req.Header.Set("Content-Type", "application/json")
+	req.Header.Set("Authorization", "Bearer "+pub)
+	resp, err := httpClient.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	require.Eventually(t, func() bool { return again.State(chans[0]).Msgs == 1 }, testutil.Wait, 10*time.Millisecond)
+	assert.Equal(t, uint64(1), again.State(chans[0]).Last)
+	assert.Empty(t, again.Failures(), "a replay of the old stream, or a gap")
+
+	require.NoError(t, next.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-next.exited:
+		assert.NoError(t, next.waitErr, "stderr: %s", next.stderr)
+	case <-time.After(shutdownTimeout + testutil.Wait):
+		t.Fatalf("the restarted relay did not exit: %s", next.stderr)
+	}
+}
