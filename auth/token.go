@@ -110,6 +110,13 @@ func (v *Verifier) Verify(token string, want Role, now time.Time) (Claims, error
 		return Claims{}, err
 	}
 	signed, sig64 := token[:strings.LastIndexByte(token, '.')], token[strings.LastIndexByte(token, '.')+1:]
+	// Encoding first (a token that is not base64url is malformed, whatever
+	// its signature), then the MAC.
+	_, payload64, _ := strings.Cut(signed, ".")
+	payload, err := base64.RawURLEncoding.Strict().DecodeString(payload64)
+	if err != nil {
+		return Claims{}, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
+	}
 	sig, err := base64.RawURLEncoding.Strict().DecodeString(sig64)
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
@@ -118,11 +125,6 @@ func (v *Verifier) Verify(token string, want Role, now time.Time) (Claims, error
 	// (SigningMethodHMAC.Verify in jwt/v5 v5.3.1 hmac.go).
 	if err := jwt.SigningMethodHS512.Verify(signed, sig, secret); err != nil {
 		return Claims{}, ErrSignature
-	}
-	_, payload64, _ := strings.Cut(signed, ".")
-	payload, err := base64.RawURLEncoding.Strict().DecodeString(payload64)
-	if err != nil {
-		return Claims{}, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
 	}
 	var raw rawClaims
 	if err := raw.UnmarshalJSON(payload); err != nil {
