@@ -125,40 +125,7 @@ func TestSlowConsumersAtScale(t *testing.T) {
 	ch := testutil.Channel("crowded")
 	begin := time.Now()
 
-	fast := make([]*testutil.Subscriber, subscribers-slowCount)
-	var dialed sync.WaitGroup
-	var dialErr atomic.Pointer[error]
-	work := make(chan int)
-	for range 8 {
-		dialed.Go(func() {
-			for i := range work {
-				s, err := testutil.DialSubscriber(r.Addr, sub)
-				if err == nil {
-					err = s.Subscribe(ch)
-				}
-				if err != nil {
-					dialErr.Store(&err)
-					continue
-				}
-				fast[i] = s
-			}
-		})
-	}
-	for i := range fast {
-		work <- i
-	}
-	close(work)
-	dialed.Wait()
-	t.Cleanup(func() {
-		for _, s := range fast {
-			if s != nil {
-				s.Close()
-			}
-		}
-	})
-	if err := dialErr.Load(); err != nil {
-		require.NoError(t, *err)
-	}
+	fast := testutil.DialSubscribers(t, r.Addr, sub, subscribers-slowCount, func(int) string { return ch })
 	slow := make([]*stoppableReader, slowCount)
 	for i := range slow {
 		c := r.DialStalled(t, sub)

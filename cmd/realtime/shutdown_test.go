@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bytes"
 	"errors"
 	"fmt"
 	"io"
@@ -46,29 +45,11 @@ func freeAddr(t *testing.T) string {
 	return addr
 }
 
-// lockedBuffer collects a child's stderr for failure messages.
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
-}
-
 // child is a `realtime serve` process.
 type child struct {
 	addr, admin string
 	cmd         *exec.Cmd
-	stderr      *lockedBuffer
+	stderr      *testutil.SyncBuffer
 	exited      chan struct{}
 	waitErr     error // set before exited is closed
 }
@@ -77,7 +58,7 @@ type child struct {
 // waits until it is ready. It is killed when the test ends, if still alive.
 func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
 	t.Helper()
-	c := &child{addr: freeAddr(t), admin: freeAddr(t), stderr: &lockedBuffer{}, exited: make(chan struct{})}
+	c := &child{addr: freeAddr(t), admin: freeAddr(t), stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	args = append([]string{"serve", "--listen", c.addr, "--admin-listen", c.admin, "--keys", key.String(),
 		"--log-format", "json", "--log-level", "warn"}, args...)
 	c.cmd = exec.Command(bin, args...)
@@ -127,37 +108,7 @@ func TestShutdownUnderLoad(t *testing.T) {
 		chans[i] = testutil.Channel("load-" + strconv.Itoa(i))
 	}
 
-	subs := make([]*testutil.Subscriber, clients)
-	var dialErrs atomic.Int64
-	var dialed sync.WaitGroup
-	work := make(chan int)
-	for range 8 {
-		dialed.Go(func() {
-			for i := range work {
-				s, err := testutil.DialSubscriber(relay.addr, sub)
-				if err == nil {
-					subs[i] = s
-					err = s.Subscribe(chans[i%channels])
-				}
-				if err != nil {
-					dialErrs.Add(1)
-				}
-			}
-		})
-	}
-	for i := range subs {
-		work <- i
-	}
-	close(work)
-	dialed.Wait()
-	t.Cleanup(func() {
-		for _, s := range subs {
-			if s != nil {
-				s.Close()
-			}
-		}
-	})
-	require.Zero(t, dialErrs.Load(), "dials or subscribes failed")
+	subs := testutil.DialSubscribers(t, relay.addr, sub, clients, func(i int) string { return chans[i%channels] })
 	require.Eventually(t, func() bool {
 		for i, s := range subs {
 			if !s.State(chans[i%channels]).Acked {

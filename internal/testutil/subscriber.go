@@ -7,9 +7,12 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
+	"testing"
 	"time"
 
 	"github.com/lxzan/gws"
+	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/internal/protocol"
 )
@@ -232,4 +235,45 @@ func (s *Subscriber) failLocked(format string, args ...any) {
 	if len(s.failures) < 10 {
 		s.failures = append(s.failures, fmt.Sprintf(format, args...))
 	}
+}
+
+// DialSubscribers dials n Subscribers with token, eight at a time, and
+// subscribes the i-th to channelOf(i). It fails the test on the first error
+// and closes them all when the test ends.
+func DialSubscribers(t testing.TB, addr, token string, n int, channelOf func(i int) string) []*Subscriber {
+	t.Helper()
+	subs := make([]*Subscriber, n)
+	var dialed sync.WaitGroup
+	var firstErr atomic.Pointer[error]
+	work := make(chan int)
+	for range 8 {
+		dialed.Go(func() {
+			for i := range work {
+				s, err := DialSubscriber(addr, token)
+				if err == nil {
+					subs[i] = s
+					err = s.Subscribe(channelOf(i))
+				}
+				if err != nil {
+					firstErr.CompareAndSwap(nil, &err)
+				}
+			}
+		})
+	}
+	for i := range subs {
+		work <- i
+	}
+	close(work)
+	dialed.Wait()
+	t.Cleanup(func() {
+		for _, s := range subs {
+			if s != nil {
+				s.Close()
+			}
+		}
+	})
+	if err := firstErr.Load(); err != nil {
+		require.NoError(t, *err, "dial or subscribe")
+	}
+	return subs
 }
