@@ -1,0 +1,229 @@
+package main
+
+import (
+	"bytes"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"math/big"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/lxzan/gws"
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+// selfSigned writes a certificate for 127.0.0.1 and its key into dir and
+// returns their paths and a pool that trusts the certificate.
+func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.CertPool) {
+	t.Helper()
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	require.NoError(t, err)
+	tmpl := &x509.Certificate{
+		SerialNumber: big.NewInt(1),
+		Subject:      pkix.Name{CommonName: "realtime test"},
+		IPAddresses:  []net.IP{net.ParseIP("127.0.0.1")},
+		NotBefore:    time.Now().Add(-time.Hour),
+		NotAfter:     time.Now().Add(time.Hour),
+		KeyUsage:     x509.KeyUsageDigitalSignature,
+		ExtKeyUsage:  []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	require.NoError(t, err)
+	keyDER, err := x509.MarshalECPrivateKey(key)
+	require.NoError(t, err)
+	certFile, keyFile = filepath.Join(dir, "cert.pem"), filepath.Join(dir, "key.pem")
+	require.NoError(t, os.WriteFile(certFile, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), 0o600))
+	require.NoError(t, os.WriteFile(keyFile, pem.EncodeToMemory(&pem.Block{Type: "EC PRIVATE KEY", Bytes: keyDER}), 0o600))
+	cert, err := x509.ParseCertificate(der)
+	require.NoError(t, err)
+	pool = x509.NewCertPool()
+	pool.AddCert(cert)
+	return certFile, keyFile, pool
+}
+
+// frames collects what a WebSocket client receives.
+type frames struct{ ch chan protocol.ServerFrame }
+
+func (f frames) OnOpen(*gws.Conn)             {}
+func (f frames) OnClose(*gws.Conn, error)     {}
+func (f frames) OnPing(c *gws.Conn, p []byte) { _ = c.WritePong(p) }
+func (f frames) OnPong(*gws.Conn, []byte)     {}
+func (f frames) OnMessage(_ *gws.Conn, m *gws.Message) {
+	defer m.Close()
+	got, err := protocol.SplitServerFrames(m.Bytes())
+	if err != nil {
+		panic(err)
+	}
+	for _, fr := range got {
+		f.ch <- fr
+	}
+}
+
+func (f frames) next(t *testing.T) protocol.ServerFrame {
+	t.Helper()
+	select {
+	case fr := <-f.ch:
+		return fr
+	case <-time.After(testutil.Wait):
+		t.Fatal("no frame")
+		return protocol.ServerFrame{}
+	}
+}
+
+// TestServeTLS runs the real binary with --tls-cert/--tls-key: a WSS client
+// subscribes and receives what an HTTPS publish sent, and plain HTTP is
+// not served on the TLS listener.
+func TestServeTLS(t *testing.T) {
+	bin := buildRelay(t)
+	certFile, keyFile, pool := selfSigned(t, t.TempDir())
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	relay := startServe(t, bin, key, "--tls-cert", certFile, "--tls-key", keyFile)
+	tokens := &testutil.Relay{Key: key}
+	tlsConf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
+
+	got := frames{make(chan protocol.ServerFrame, 16)}
+	conn, _, err := gws.NewClient(got, &gws.ClientOption{
+		Addr:             "wss://" + relay.addr + "/v1/ws?token=" + tokens.SubscribeToken(t),
+		TlsConfig:        tlsConf,
+		HandshakeTimeout: testutil.Wait,
+	})
+	require.NoError(t, err)
+	go conn.ReadLoop()
+	t.Cleanup(func() { _ = conn.NetConn().Close() })
+	ch := testutil.Channel("tls")
+	require.NoError(t, conn.WriteString(`{"op":"sub","id":1,"ch":"`+ch+`"}`))
+	assert.Equal(t, "ack", got.next(t).Op)
+
+	client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: tlsConf}}
+	req, err := http.NewRequest(http.MethodPost, "https://"+relay.addr+"/v1/publish",
+		strings.NewReader(`{"channel":"`+ch+`","event":"Changed","data":"sealed"}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+tokens.PublishToken(t))
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := client.Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	msg := got.next(t)
+	assert.Equal(t, "msg", msg.Op)
+	assert.Equal(t, "sealed", msg.Data)
+
+	plain := &http.Client{Timeout: testutil.Wait}
+	if resp, err := plain.Get("http://" + relay.addr + "/healthz"); err == nil {
+		_ = resp.Body.Close()
+		assert.NotEqual(t, http.StatusOK, resp.StatusCode, "plain HTTP answered on the TLS listener")
+	}
+}
+
+// TestTokenCommand mints with `realtime token` and checks the token with
+// the verifier; each flag's REALTIME_* twin applies, and the flag wins.
+func TestTokenCommand(t *testing.T) {
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	ring, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	v := &auth.Verifier{Keys: ring}
+
+	var out bytes.Buffer
+	require.NoError(t, token([]string{"--keys", key.String(), "--site", "s1", "--dash", "d1", "--role", "subscribe", "--ttl", "10m"}, &out))
+	c, err := v.Verify(strings.TrimSpace(out.String()), auth.RoleSubscribe, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, "s1", c.Site)
+	assert.Equal(t, "d1", c.Dash)
+	assert.WithinDuration(t, time.Now().Add(10*time.Minute), c.ExpiresAt, 2*time.Second)
+
+	t.Setenv("REALTIME_KEYS", key.String())
+	t.Setenv("REALTIME_SITE", "from-env")
+	t.Setenv("REALTIME_ROLE", "publish")
+	out.Reset()
+	require.NoError(t, token(nil, &out))
+	c, err = v.Verify(strings.TrimSpace(out.String()), auth.RolePublish, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, "from-env", c.Site)
+	out.Reset()
+	require.NoError(t, token([]string{"--site", "from-flag"}, &out))
+	c, err = v.Verify(strings.TrimSpace(out.String()), auth.RolePublish, time.Now())
+	require.NoError(t, err)
+	assert.Equal(t, "from-flag", c.Site, "a flag wins over its environment twin")
+}
+
+func TestTokenCommandErrors(t *testing.T) {
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	for name, args := range map[string][]string{
+		"no keys":        {"--site", "s"},
+		"no site":        {"--keys", key.String()},
+		"bad role":       {"--keys", key.String(), "--site", "s", "--dash", "d", "--role", "admin"},
+		"too long":       {"--keys", key.String(), "--site", "s", "--dash", "d", "--ttl", "25h"},
+		"short secret":   {"--keys", "k:c2hvcnQ=", "--site", "s"},
+		"keys and file":  {"--keys", key.String(), "--keys-file", "x", "--site", "s"},
+		"subscribe dash": {"--keys", key.String(), "--site", "s"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			assert.Error(t, token(args, &bytes.Buffer{}))
+		})
+	}
+}
+
+// TestServeDev runs `realtime serve --dev` as a newcomer would: with no key
+// given, it prints a subscribe and a publish token that work at once.
+func TestServeDev(t *testing.T) {
+	bin := buildRelay(t)
+	addr, admin := freeAddr(t), freeAddr(t)
+	stdout := &testutil.SyncBuffer{}
+	cmd := exec.Command(bin, "serve", "--dev", "--listen", addr, "--admin-listen", admin)
+	cmd.Stdout = stdout
+	require.NoError(t, cmd.Start())
+	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	require.Eventually(t, func() bool { return strings.Contains(stdout.String(), "curl ") }, testutil.Wait, 20*time.Millisecond)
+
+	lines := strings.Split(stdout.String(), "\n")
+	tokenAfter := func(heading string) string {
+		for i, l := range lines {
+			if strings.HasPrefix(l, heading) && i+1 < len(lines) {
+				return strings.TrimSpace(lines[i+1])
+			}
+		}
+		t.Fatalf("no %q in the dev output", heading)
+		return ""
+	}
+	sub, pub := tokenAfter("Subscribe token"), tokenAfter("Publish token")
+	ch := "ari:cloud:jira::site/dev/dash-1/gadget-1"
+	assert.Contains(t, stdout.String(), ch, "the printed commands use the dev channel")
+
+	got := frames{make(chan protocol.ServerFrame, 16)}
+	conn, _, err := gws.NewClient(got, &gws.ClientOption{Addr: "ws://" + addr + "/v1/ws?token=" + sub, HandshakeTimeout: testutil.Wait})
+	require.NoError(t, err)
+	go conn.ReadLoop()
+	t.Cleanup(func() { _ = conn.NetConn().Close() })
+	require.NoError(t, conn.WriteString(`{"op":"sub","id":1,"ch":"`+ch+`"}`))
+	assert.Equal(t, "ack", got.next(t).Op)
+
+	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/publish",
+		strings.NewReader(`{"channel":"`+ch+`","event":"AddAbsence","data":"hello"}`))
+	require.NoError(t, err)
+	req.Header.Set("Authorization", "Bearer "+pub)
+	req.Header.Set("Content-Type", "application/json")
+	resp, err := (&http.Client{Timeout: testutil.Wait}).Do(req)
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	assert.Equal(t, "hello", got.next(t).Data)
+}
