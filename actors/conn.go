@@ -81,8 +81,6 @@ type subscription struct {
 	last uint64
 }
 
-var errUnavailable = "unavailable"
-
 // connSupervisor stops a connection actor that panics: its Stopped handler
 // then removes its subscriptions and closes its socket. Restarting it would
 // lose the fields that say which channels to leave.

@@ -28,6 +28,10 @@ type publish struct {
 	ReceivedAt int64
 }
 
+// errUnavailable is publishResult.Err for a message the channel could not
+// take (its history failed, or handling it crashed the actor).
+const errUnavailable = "unavailable"
+
 // publishResult answers a publish.
 type publishResult struct {
 	Epoch     string

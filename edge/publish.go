@@ -68,18 +68,11 @@ func isJSON(ct []byte) bool {
 }
 
 func (s *Server) publishOne(ctx *fasthttp.RequestCtx, claims auth.Claims, start time.Time) {
-	p, err := protocol.DecodePublish(ctx.PostBody())
-	if err != nil {
-		s.metrics.Published(telemetry.PublishBadRequest)
-		writeError(ctx, fasthttp.StatusBadRequest, codeBadRequest, err.Error())
-		return
+	p, e := s.decodePublication(claims, ctx.PostBody())
+	if e == nil {
+		e = s.rateLimit(claims.Site, 1)
 	}
-	if e := s.checkPublication(claims, p); e != nil {
-		s.metrics.Published(e.result)
-		writeError(ctx, e.status, e.code, e.msg)
-		return
-	}
-	if e := s.rateLimit(claims.Site, 1); e != nil {
+	if e != nil {
 		s.metrics.Published(e.result)
 		writeError(ctx, e.status, e.code, e.msg)
 		return
@@ -90,6 +83,12 @@ func (s *Server) publishOne(ctx *fasthttp.RequestCtx, claims auth.Claims, start 
 		return
 	}
 	writeJSON(ctx, fasthttp.StatusOK, appendResult(nil, res))
+}
+
+// batchItem is one message of a batch: its result or its error.
+type batchItem struct {
+	res actors.PublishResult
+	err *apiError
 }
 
 func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, start time.Time) {
@@ -105,18 +104,14 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 	}
 	// Validate every item first; only the valid ones are published, and the
 	// answer keeps the request's order.
-	itemErrs := make([]*apiError, len(raw))
+	items := make([]batchItem, len(raw))
 	var pubs []actors.Publication
-	var at []int
+	var at []int // at[j] is the item index of pubs[j]
 	for i, r := range raw {
-		p, err := protocol.DecodePublish(r)
-		if err != nil {
-			itemErrs[i] = &apiError{fasthttp.StatusBadRequest, codeBadRequest, err.Error(), telemetry.PublishBadRequest}
-		} else {
-			itemErrs[i] = s.checkPublication(claims, p)
-		}
-		if itemErrs[i] != nil {
-			s.metrics.Published(itemErrs[i].result)
+		p, e := s.decodePublication(claims, r)
+		if e != nil {
+			s.metrics.Published(e.result)
+			items[i].err = e
 			continue
 		}
 		pubs = append(pubs, publication(p, start))
@@ -130,25 +125,32 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 		return
 	}
 	results, errs := s.hub.PublishBatch(pubs)
-	okResults := make([]*actors.PublishResult, len(raw))
 	for j, i := range at {
-		if itemErrs[i] = s.published(errs[j], results[j]); itemErrs[i] == nil {
-			okResults[i] = &results[j]
-		}
+		items[i] = batchItem{res: results[j], err: s.published(errs[j], results[j])}
 	}
 	body := []byte(`{"results":[`)
-	for i := range raw {
+	for i, it := range items {
 		if i > 0 {
 			body = append(body, ',')
 		}
-		if e := itemErrs[i]; e != nil {
+		if it.err != nil {
 			body = append(body, `{"error":`...)
-			body = append(appendError(body, e.code, e.msg), '}')
+			body = append(appendError(body, it.err.code, it.err.msg), '}')
 			continue
 		}
-		body = appendResult(body, *okResults[i])
+		body = appendResult(body, it.res)
 	}
 	writeJSON(ctx, fasthttp.StatusOK, append(body, "]}"...))
+}
+
+// decodePublication decodes, validates and authorizes one message, for a
+// single publish and for each item of a batch alike.
+func (s *Server) decodePublication(claims auth.Claims, body []byte) (protocol.Publish, *apiError) {
+	p, err := protocol.DecodePublish(body)
+	if err != nil {
+		return p, &apiError{fasthttp.StatusBadRequest, codeBadRequest, err.Error(), telemetry.PublishBadRequest}
+	}
+	return p, s.checkPublication(claims, p)
 }
 
 // checkPublication validates and authorizes one message.

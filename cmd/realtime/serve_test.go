@@ -19,12 +19,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/lxzan/gws"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/auth"
-	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -57,35 +55,6 @@ func selfSigned(t *testing.T, dir string) (certFile, keyFile string, pool *x509.
 	return certFile, keyFile, pool
 }
 
-// frames collects what a WebSocket client receives.
-type frames struct{ ch chan protocol.ServerFrame }
-
-func (f frames) OnOpen(*gws.Conn)             {}
-func (f frames) OnClose(*gws.Conn, error)     {}
-func (f frames) OnPing(c *gws.Conn, p []byte) { _ = c.WritePong(p) }
-func (f frames) OnPong(*gws.Conn, []byte)     {}
-func (f frames) OnMessage(_ *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	got, err := protocol.SplitServerFrames(m.Bytes())
-	if err != nil {
-		panic(err)
-	}
-	for _, fr := range got {
-		f.ch <- fr
-	}
-}
-
-func (f frames) next(t *testing.T) protocol.ServerFrame {
-	t.Helper()
-	select {
-	case fr := <-f.ch:
-		return fr
-	case <-time.After(testutil.Wait):
-		t.Fatal("no frame")
-		return protocol.ServerFrame{}
-	}
-}
-
 // TestServeTLS runs the real binary with --tls-cert/--tls-key: a WSS client
 // subscribes and receives what an HTTPS publish sent, and plain HTTP is
 // not served on the TLS listener.
@@ -98,18 +67,10 @@ func TestServeTLS(t *testing.T) {
 	tokens := &testutil.Relay{Key: key}
 	tlsConf := &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}
 
-	got := frames{make(chan protocol.ServerFrame, 16)}
-	conn, _, err := gws.NewClient(got, &gws.ClientOption{
-		Addr:             "wss://" + relay.addr + "/v1/ws?token=" + tokens.SubscribeToken(t),
-		TlsConfig:        tlsConf,
-		HandshakeTimeout: testutil.Wait,
-	})
+	c, _, err := testutil.DialURL(t, "wss://"+relay.addr+"/v1/ws?token="+tokens.SubscribeToken(t), nil, tlsConf)
 	require.NoError(t, err)
-	go conn.ReadLoop()
-	t.Cleanup(func() { _ = conn.NetConn().Close() })
 	ch := testutil.Channel("tls")
-	require.NoError(t, conn.WriteString(`{"op":"sub","id":1,"ch":"`+ch+`"}`))
-	assert.Equal(t, "ack", got.next(t).Op)
+	c.Subscribe(1, ch)
 
 	client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: tlsConf}}
 	req, err := http.NewRequest(http.MethodPost, "https://"+relay.addr+"/v1/publish",
@@ -121,9 +82,7 @@ func TestServeTLS(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	msg := got.next(t)
-	assert.Equal(t, "msg", msg.Op)
-	assert.Equal(t, "sealed", msg.Data)
+	assert.Equal(t, "sealed", c.NextOp("msg").Data)
 
 	plain := &http.Client{Timeout: testutil.Wait}
 	if resp, err := plain.Get("http://" + relay.addr + "/healthz"); err == nil {
@@ -148,6 +107,14 @@ func TestTokenCommand(t *testing.T) {
 	assert.Equal(t, "s1", c.Site)
 	assert.Equal(t, "d1", c.Dash)
 	assert.WithinDuration(t, time.Now().Add(10*time.Minute), c.ExpiresAt, 2*time.Second)
+
+	keysFile := filepath.Join(t.TempDir(), "keys")
+	require.NoError(t, os.WriteFile(keysFile, []byte("# rotation: k1 signs\n"+key.String()+"\n"), 0o600))
+	out.Reset()
+	require.NoError(t, token([]string{"--keys-file", keysFile, "--site", "s2", "--role", "publish"}, &out))
+	c, err = v.Verify(strings.TrimSpace(out.String()), auth.RolePublish, time.Now())
+	require.NoError(t, err, "a token minted with --keys-file")
+	assert.Equal(t, "s2", c.Site)
 
 	t.Setenv("REALTIME_KEYS", key.String())
 	t.Setenv("REALTIME_SITE", "from-env")
@@ -208,13 +175,9 @@ func TestServeDev(t *testing.T) {
 	ch := "ari:cloud:jira::site/dev/dash-1/gadget-1"
 	assert.Contains(t, stdout.String(), ch, "the printed commands use the dev channel")
 
-	got := frames{make(chan protocol.ServerFrame, 16)}
-	conn, _, err := gws.NewClient(got, &gws.ClientOption{Addr: "ws://" + addr + "/v1/ws?token=" + sub, HandshakeTimeout: testutil.Wait})
+	c, _, err := testutil.DialURL(t, "ws://"+addr+"/v1/ws?token="+sub, nil, nil)
 	require.NoError(t, err)
-	go conn.ReadLoop()
-	t.Cleanup(func() { _ = conn.NetConn().Close() })
-	require.NoError(t, conn.WriteString(`{"op":"sub","id":1,"ch":"`+ch+`"}`))
-	assert.Equal(t, "ack", got.next(t).Op)
+	c.Subscribe(1, ch)
 
 	req, err := http.NewRequest(http.MethodPost, "http://"+addr+"/v1/publish",
 		strings.NewReader(`{"channel":"`+ch+`","event":"AddAbsence","data":"hello"}`))
@@ -225,5 +188,5 @@ func TestServeDev(t *testing.T) {
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
-	assert.Equal(t, "hello", got.next(t).Data)
+	assert.Equal(t, "hello", c.NextOp("msg").Data)
 }

@@ -9,6 +9,7 @@ package testutil
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -316,10 +317,18 @@ func (r *Relay) Dial(t testing.TB, token string) *Client {
 // returns the HTTP response.
 func (r *Relay) DialRaw(t testing.TB, token string, header http.Header) (*Client, *http.Response, error) {
 	t.Helper()
+	return DialURL(t, "ws://"+r.Addr+"/v1/ws?token="+token, header, nil)
+}
+
+// DialURL connects to any relay's WebSocket URL (ws:// or, with tlsConf,
+// wss://); on a refused upgrade it returns the HTTP response.
+func DialURL(t testing.TB, url string, header http.Header, tlsConf *tls.Config) (*Client, *http.Response, error) {
+	t.Helper()
 	c := &Client{t: t, frames: make(chan protocol.ServerFrame, 4096), closed: make(chan struct{})}
 	conn, resp, err := gws.NewClient(c, &gws.ClientOption{
-		Addr:             "ws://" + r.Addr + "/v1/ws?token=" + token,
+		Addr:             url,
 		RequestHeader:    header,
+		TlsConfig:        tlsConf,
 		HandshakeTimeout: Wait,
 	})
 	if err != nil {
