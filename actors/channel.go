@@ -17,8 +17,13 @@ type channelState struct {
 	name string
 	// subs lists the subscribers for fan-out; index maps a PID's Id to its
 	// position in subs (swap-remove keeps removal O(1)).
-	subs  []*actor.PID
+	subs  []subscriber
 	index map[string]int
+	// dirty lists the outboxes this channel kicked and must flush (see
+	// outbox); flushPending says a flushNow is in the mailbox. They live
+	// here so that a restart still flushes what was kicked.
+	dirty        []*outbox
+	flushPending bool
 	// received counts the routed messages handled, for passivation.
 	received uint64
 	// incarnations counts Started messages: above 1 means a restart.
@@ -29,6 +34,12 @@ type channelState struct {
 	// idleTimer is the pending idle check, nil when none. It lives here so
 	// that a restart does not start a second chain of checks.
 	idleTimer *time.Timer
+}
+
+// subscriber is a connection subscribed to the channel, and its outbox.
+type subscriber struct {
+	pid *actor.PID
+	out *outbox
 }
 
 // channel is the actor that owns one channel: its subscribers and History.
@@ -59,14 +70,17 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *subscribe:
 		c.subscribe(ctx, m)
 	case *unsubscribe:
-		c.unsubscribe(m.Conn)
+		c.unsubscribe(ctx, m)
 		c.armIdleCheck(ctx)
+	case *flushNow:
+		c.flush()
 	case *idleTick:
 		c.state.idleTimer = nil
 		c.checkIdle(ctx)
 	case *crashForTest:
 		panic("crashForTest")
 	case *actor.Stopped:
+		c.flush()
 		if t := c.state.idleTimer; t != nil {
 			t.Stop()
 		}
@@ -93,14 +107,13 @@ func (c *channel) started(ctx actor.Context) {
 		ctx.Send(st.inflight, &publishResult{Err: errUnavailable})
 		st.inflight = nil
 	}
-	r := &reset{
-		Channel: st.name,
-		Offset:  c.history.Latest(),
-		Frame:   protocol.AppendReset(nil, st.name, c.history.Epoch(), c.history.Latest()),
+	// A flushNow that was in flight may have been the message that crashed.
+	st.flushPending = false
+	frame := protocol.AppendReset(nil, st.name, c.history.Epoch(), c.history.Latest())
+	for _, s := range st.subs {
+		c.queue(s.out, frame, 0, false)
 	}
-	for _, pid := range st.subs {
-		ctx.Send(pid, r)
-	}
+	c.scheduleFlush(ctx)
 	c.armIdleCheck(ctx)
 }
 
@@ -117,13 +130,13 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		return
 	}
 	if !dup {
-		d := &deliver{Channel: m.Channel, Offset: offset, Frame: frame, ReceivedAt: m.ReceivedAt}
-		for i, pid := range st.subs {
+		for i, s := range st.subs {
 			if c.cfg.BeforeDeliverForTest != nil {
 				c.cfg.BeforeDeliverForTest(st.name, offset, i)
 			}
-			ctx.Send(pid, d)
+			c.queue(s.out, frame, m.ReceivedAt, true)
 		}
+		c.scheduleFlush(ctx)
 	}
 	ctx.Respond(&publishResult{Epoch: c.history.Epoch(), Offset: offset, Duplicate: dup})
 	st.inflight = nil
@@ -131,6 +144,15 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 
 func (c *channel) subscribe(ctx actor.Context, m *subscribe) {
 	st := c.state
+	if _, ok := st.index[m.Conn.Id]; ok {
+		// The connection allows one subscription per channel, and asks
+		// again only after an unsubscribe; nothing to do.
+		return
+	}
+	out := c.cfg.outboxes.lookup(m.Conn.Id)
+	if out == nil {
+		return // the connection has stopped; its unsubscribe follows
+	}
 	h := c.history
 	recovered := false
 	var replay [][]byte
@@ -149,34 +171,70 @@ func (c *channel) subscribe(ctx actor.Context, m *subscribe) {
 			replay = nil
 		}
 	}
-	latest := h.Latest()
-	ctx.Send(m.Conn, &subscribed{
-		Channel: st.name,
-		Ack:     protocol.AppendSubAck(nil, m.ID, st.name, h.Epoch(), latest, recovered),
-		Replay:  replay,
-		Offset:  latest,
-	})
-	if _, ok := st.index[m.Conn.Id]; ok {
-		return // a repeated subscribe: the subscriber is already in the list
+	// The ack, the replay and then live messages, all from this mailbox:
+	// in order, with no gap and no duplicate.
+	c.queue(out, protocol.AppendSubAck(nil, m.ID, st.name, h.Epoch(), h.Latest(), recovered), 0, false)
+	for _, f := range replay {
+		c.queue(out, f, 0, true)
 	}
+	c.scheduleFlush(ctx)
 	st.index[m.Conn.Id] = len(st.subs)
-	st.subs = append(st.subs, m.Conn)
+	st.subs = append(st.subs, subscriber{pid: m.Conn, out: out})
 	c.cfg.Metrics.SubscriptionsOpen.Inc()
 }
 
-func (c *channel) unsubscribe(pid *actor.PID) {
+func (c *channel) unsubscribe(ctx actor.Context, m *unsubscribe) {
 	st := c.state
-	i, ok := st.index[pid.Id]
-	if !ok {
+	out := c.cfg.outboxes.lookup(m.Conn.Id)
+	if i, ok := st.index[m.Conn.Id]; ok {
+		out = st.subs[i].out
+		last := len(st.subs) - 1
+		st.subs[i] = st.subs[last]
+		st.index[st.subs[i].pid.Id] = i
+		st.subs[last] = subscriber{}
+		st.subs = st.subs[:last]
+		delete(st.index, m.Conn.Id)
+		c.cfg.Metrics.SubscriptionsOpen.Dec()
+	}
+	if m.Ack && out != nil {
+		c.queue(out, protocol.AppendAck(nil, m.ID), 0, false)
+		c.scheduleFlush(ctx)
+	}
+}
+
+// queue pushes a frame into a subscriber's outbox and remembers the outbox
+// for the next flush when the push kicked it.
+func (c *channel) queue(out *outbox, frame []byte, receivedAt int64, isMsg bool) {
+	if out.push(frame, receivedAt, isMsg) {
+		c.state.dirty = append(c.state.dirty, out)
+	}
+}
+
+// scheduleFlush makes sure a flushNow is on its way when outboxes wait for
+// one. It runs after what is already in the mailbox: under load, every
+// publish queued meanwhile joins the same write.
+func (c *channel) scheduleFlush(ctx actor.Context) {
+	st := c.state
+	if len(st.dirty) == 0 || st.flushPending {
 		return
 	}
-	last := len(st.subs) - 1
-	st.subs[i] = st.subs[last]
-	st.index[st.subs[i].Id] = i
-	st.subs[last] = nil
-	st.subs = st.subs[:last]
-	delete(st.index, pid.Id)
-	c.cfg.Metrics.SubscriptionsOpen.Dec()
+	st.flushPending = true
+	ctx.Send(ctx.Self(), &flushNow{})
+}
+
+// flush writes the outboxes this channel kicked, each with at most a few
+// non-blocking writes on this goroutine (see outbox.flush).
+func (c *channel) flush() {
+	st := c.state
+	st.flushPending = false
+	for i, o := range st.dirty {
+		if o == nil {
+			continue // flushed before a crash in this loop
+		}
+		st.dirty[i] = nil // never flushed twice, even if this crashes
+		o.flush()
+	}
+	st.dirty = st.dirty[:0]
 }
 
 // armIdleCheck schedules the next look at whether the channel can passivate,

@@ -2,11 +2,11 @@ package actors
 
 import (
 	"errors"
-
 	"fmt"
-	"github.com/asynkron/protoactor-go/actor"
 	"log/slog"
 	"time"
+
+	"github.com/asynkron/protoactor-go/actor"
 
 	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/defaults"
@@ -84,6 +84,8 @@ type Config struct {
 
 	// registry is set by New, for connection actors to reach the channels.
 	registry *actor.PID
+	// outboxes is set by New, for channels to reach their subscribers.
+	outboxes *directory
 }
 
 // Errors returned by Validate.

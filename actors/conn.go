@@ -24,14 +24,21 @@ const (
 	CloseSlowConsumer   = 4008
 )
 
-// Socket is a connection actor's view of its WebSocket. The edge implements
-// it; Write and WritePing may block and are only called from the actor's
-// writer goroutine, one call at a time; Close may be called concurrently
-// with them.
+// Socket is a connection's WebSocket, as its outbox writes it. The edge
+// implements it. TryWrite, Write and WritePing are called by one goroutine
+// at a time (whoever holds the outbox's writing turn); Close may be called
+// concurrently with them.
 type Socket interface {
-	// Write writes the concatenation of parts as one text frame.
+	// TryWrite writes the concatenation of parts as one text frame without
+	// blocking. It reports done=false when the socket could not take all
+	// of it at once: the socket then keeps the rest (parts may be reused),
+	// and the next Write sends it first.
+	TryWrite(parts [][]byte) (done bool, err error)
+	// Write writes what an incomplete TryWrite left, then the concatenation
+	// of parts as one text frame (none when parts is empty), blocking until
+	// the socket takes it or its write timeout passes.
 	Write(parts [][]byte) error
-	// WritePing writes a ping frame.
+	// WritePing writes a ping frame, blocking as Write does.
 	WritePing() error
 	// Close writes a close frame with code, waiting at most timeout for a
 	// stuck write, and closes the connection.
@@ -47,9 +54,8 @@ type ConnParams struct {
 
 // conn is the actor that owns one WebSocket connection: its subscriptions,
 // its outbound queue and its token deadline. The edge's read goroutine sends
-// it decoded client frames; channels send it deliveries; a writer goroutine,
-// running only while there is something to write, does the blocking socket
-// writes, so the actor itself never blocks on the network.
+// it decoded client frames; channels push their messages into its outbox
+// directly (see outbox), and the actor never blocks on the network.
 type conn struct {
 	// Static after construction.
 	cfg    *Config
@@ -58,8 +64,8 @@ type conn struct {
 
 	// Owned by the actor.
 	claims    auth.Claims
-	subs      map[string]*subscription
-	out       *outbox // shared with the writer goroutine; see outbox
+	subs      map[string]struct{} // the channels subscribed to
+	out       *outbox             // shared with channels and writers; see outbox
 	closing   bool
 	forbidden int
 	limiter   tokenBucket
@@ -69,16 +75,6 @@ type conn struct {
 	// connection.
 	tokenTimer *time.Timer
 	pingTimer  *time.Timer
-}
-
-// subscription is a connection's state for one channel.
-type subscription struct {
-	// acked is false between the sub request and the channel's answer:
-	// deliveries seen then belong to an earlier subscription and are dropped.
-	acked bool
-	// last is the offset of the newest message queued, so that nothing is
-	// ever queued twice.
-	last uint64
 }
 
 // connSupervisor stops a connection actor that panics: its Stopped handler
@@ -100,8 +96,9 @@ func connProps(cfg *Config) *actor.Props {
 // init sets the connection up from its parameters and starts its timers.
 func (c *conn) init(ctx actor.Context, p *connInit) {
 	c.sock, c.remote, c.claims = p.Socket, p.RemoteAddr, p.Claims
-	c.subs = make(map[string]*subscription)
-	c.out = &outbox{}
+	c.subs = make(map[string]struct{})
+	c.out = newOutbox(c.cfg, p.Socket, ctx.Self(), ctx.ActorSystem().Root)
+	c.cfg.outboxes.add(ctx.Self().Id, c.out)
 	c.limiter = tokenBucket{
 		rate: c.cfg.SubscribeRate, burst: float64(c.cfg.SubscribeBurst),
 		tokens: float64(c.cfg.SubscribeBurst), at: c.cfg.Now(),
@@ -116,22 +113,13 @@ func (c *conn) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *connInit:
 		c.init(ctx, m)
-	case *deliver:
-		c.deliver(ctx, m)
-	case *subscribed:
-		c.subscribed(ctx, m)
-	case *reset:
-		if s := c.subs[m.Channel]; s != nil && s.acked {
-			s.last = m.Offset
-			c.enqueue(ctx, m.Frame, 0, false)
-		}
 	case *writeFailed:
 		c.close(ctx, 0, telemetry.CloseWriteError)
 	case *clientFrame:
 		c.command(ctx, m.Frame)
 	case *clientError:
 		c.cfg.Metrics.ClientErrors.Inc()
-		c.reply(ctx, protocol.AppendErr(nil, m.ID, protocol.CodeBadRequest, m.Msg))
+		c.reply(protocol.AppendErr(nil, m.ID, protocol.CodeBadRequest, m.Msg))
 	case *timerFired:
 		c.timerFired(ctx, m)
 	case *closeConn:
@@ -152,6 +140,7 @@ func (c *conn) Receive(ctx actor.Context) {
 			return // stopped before its init
 		}
 		c.close(ctx, CloseInternalError, telemetry.CloseActorFailure)
+		c.cfg.outboxes.remove(ctx.Self().Id)
 		c.tokenTimer.Stop()
 		c.pingTimer.Stop()
 	}
@@ -173,7 +162,7 @@ func (c *conn) command(ctx actor.Context, f protocol.ClientFrame) {
 
 func (c *conn) sub(ctx actor.Context, f protocol.ClientFrame) {
 	if !c.limiter.take(c.cfg.Now()) {
-		c.fail(ctx, f.ID, protocol.CodeLimit, "too many subscribe requests, slow down")
+		c.fail(f.ID, protocol.CodeLimit, "too many subscribe requests, slow down")
 		return
 	}
 	if err := c.claims.CheckSubscribe(f.Channel); err != nil {
@@ -181,18 +170,18 @@ func (c *conn) sub(ctx actor.Context, f protocol.ClientFrame) {
 			c.deny(ctx, f)
 			return
 		}
-		c.fail(ctx, f.ID, protocol.CodeBadRequest, "invalid channel name")
+		c.fail(f.ID, protocol.CodeBadRequest, "invalid channel name")
 		return
 	}
 	if _, ok := c.subs[f.Channel]; ok {
-		c.fail(ctx, f.ID, protocol.CodeBadRequest, "already subscribed")
+		c.fail(f.ID, protocol.CodeBadRequest, "already subscribed")
 		return
 	}
 	if len(c.subs) >= c.cfg.MaxSubscriptions {
-		c.fail(ctx, f.ID, protocol.CodeLimit, "too many subscriptions on this connection")
+		c.fail(f.ID, protocol.CodeLimit, "too many subscriptions on this connection")
 		return
 	}
-	c.subs[f.Channel] = &subscription{}
+	c.subs[f.Channel] = struct{}{}
 	m := &subscribe{
 		Channel: f.Channel, Conn: ctx.Self(), ID: f.ID,
 		MaxReplayBytes: c.cfg.SendQueueBytes, MaxReplayMessages: c.cfg.SendQueueMessages,
@@ -212,7 +201,7 @@ func (c *conn) deny(ctx actor.Context, f protocol.ClientFrame) {
 	c.cfg.Logger.Warn("namespace violation", "account_id", c.claims.Subject, "remote_addr", c.remote,
 		"site", c.claims.Site, "dash", c.claims.Dash, "channel", f.Channel)
 	c.forbidden++
-	c.fail(ctx, f.ID, protocol.CodeForbidden, "channel is outside the token's namespace")
+	c.fail(f.ID, protocol.CodeForbidden, "channel is outside the token's namespace")
 	if c.forbidden >= c.cfg.ForbiddenLimit {
 		c.closeAfterQueued(ctx, CloseTooManyDenials, telemetry.CloseForbidden)
 	}
@@ -220,87 +209,48 @@ func (c *conn) deny(ctx actor.Context, f protocol.ClientFrame) {
 
 func (c *conn) unsub(ctx actor.Context, f protocol.ClientFrame) {
 	if !c.limiter.take(c.cfg.Now()) {
-		c.fail(ctx, f.ID, protocol.CodeLimit, "too many unsubscribe requests, slow down")
+		c.fail(f.ID, protocol.CodeLimit, "too many unsubscribe requests, slow down")
 		return
 	}
 	if _, ok := c.subs[f.Channel]; !ok {
-		c.fail(ctx, f.ID, protocol.CodeBadRequest, "not subscribed")
+		c.fail(f.ID, protocol.CodeBadRequest, "not subscribed")
 		return
 	}
 	delete(c.subs, f.Channel)
-	ctx.Send(c.cfg.registry, &unsubscribe{Channel: f.Channel, Conn: ctx.Self()})
-	c.reply(ctx, protocol.AppendAck(nil, f.ID))
+	// The channel acks: after its ack, no message of the channel follows.
+	ctx.Send(c.cfg.registry, &unsubscribe{Channel: f.Channel, Conn: ctx.Self(), ID: f.ID, Ack: true})
 }
 
 func (c *conn) refresh(ctx actor.Context, f protocol.ClientFrame) {
 	claims, err := c.cfg.Verifier.Verify(f.Token, auth.RoleSubscribe, c.cfg.Now())
 	if err != nil {
 		c.cfg.Metrics.AuthDenied(auth.DenyReason(err))
-		c.fail(ctx, f.ID, protocol.CodeForbidden, "refresh token rejected: "+auth.DenyReason(err))
+		c.fail(f.ID, protocol.CodeForbidden, "refresh token rejected: "+auth.DenyReason(err))
 		return
 	}
 	if claims.Site != c.claims.Site || claims.Dash != c.claims.Dash || claims.Subject != c.claims.Subject {
-		c.fail(ctx, f.ID, protocol.CodeForbidden, "refresh token is for another site, dashboard or account")
+		c.fail(f.ID, protocol.CodeForbidden, "refresh token is for another site, dashboard or account")
 		return
 	}
 	c.claims = claims
 	c.armDeadline(ctx)
-	c.reply(ctx, protocol.AppendRefreshAck(nil, f.ID, claims.ExpiresAt.Unix()))
+	c.reply(protocol.AppendRefreshAck(nil, f.ID, claims.ExpiresAt.Unix()))
 }
 
-func (c *conn) fail(ctx actor.Context, id protocol.ID, code protocol.Code, msg string) {
-	c.reply(ctx, protocol.AppendErr(nil, id, code, msg))
+func (c *conn) fail(id protocol.ID, code protocol.Code, msg string) {
+	c.reply(protocol.AppendErr(nil, id, code, msg))
 }
 
-func (c *conn) reply(ctx actor.Context, frame []byte) {
-	c.enqueue(ctx, frame, 0, false)
-}
-
-func (c *conn) subscribed(ctx actor.Context, m *subscribed) {
-	s := c.subs[m.Channel]
-	if s == nil || s.acked {
-		return // unsubscribed meanwhile, or an answer to an earlier request
-	}
-	s.acked = true
-	s.last = m.Offset
-	c.enqueue(ctx, m.Ack, 0, false)
-	for _, f := range m.Replay {
-		c.enqueue(ctx, f, 0, true)
-	}
-}
-
-func (c *conn) deliver(ctx actor.Context, d *deliver) {
-	s := c.subs[d.Channel]
-	if s == nil || !s.acked || d.Offset <= s.last {
-		return
-	}
-	s.last = d.Offset
-	c.enqueue(ctx, d.Frame, d.ReceivedAt, true)
-}
-
-// enqueue adds a frame to the outbound queue, or closes the connection with
-// 4008 when the queue is full: a client that cannot keep up is cut off
-// rather than allowed to slow the channel or grow the server's memory. It
-// reconnects and recovers what it missed.
-func (c *conn) enqueue(ctx actor.Context, frame []byte, receivedAt int64, isMsg bool) {
+// reply queues one of the connection's own frames (an ack, an err, an
+// expiring warning) and writes it. A full queue closes the connection with
+// 4008 (see outbox.push).
+func (c *conn) reply(frame []byte) {
 	if c.closing {
 		return
 	}
-	ok, start := c.out.push(frame, receivedAt, isMsg, c.cfg.SendQueueBytes, c.cfg.SendQueueMessages)
-	if !ok {
-		c.cfg.Metrics.SlowConsumers.Inc()
-		c.close(ctx, CloseSlowConsumer, telemetry.CloseSlow)
-		return
+	if c.out.push(frame, 0, false) {
+		c.out.flush()
 	}
-	if start {
-		c.startWriter(ctx)
-	}
-}
-
-// startWriter starts the writer goroutine; see outbox.
-func (c *conn) startWriter(ctx actor.Context) {
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	go c.out.writeLoop(c.sock, c.cfg.Metrics, func() { root.Send(self, &writeFailed{}) })
 }
 
 func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
@@ -310,12 +260,12 @@ func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
 	switch m.Kind {
 	case timerPing:
 		if c.out.requestPing() {
-			c.startWriter(ctx)
+			c.out.flush()
 		}
 		c.pingTimer.Reset(c.cfg.PingInterval)
 	case timerExpiring:
 		if m.Gen == c.timerGen {
-			c.reply(ctx, protocol.AppendExpiring(nil, c.claims.ExpiresAt.Unix()))
+			c.reply(protocol.AppendExpiring(nil, c.claims.ExpiresAt.Unix()))
 			c.armToken(ctx, timerExpired, max(c.claims.ExpiresAt.Sub(c.cfg.Now()), 0))
 		}
 	case timerExpired:
@@ -366,7 +316,7 @@ func (c *conn) closeAfterQueued(ctx actor.Context, code uint16, reason string) {
 		return
 	}
 	if c.out.closeAfterQueued(code, c.cfg.CloseTimeout) {
-		c.startWriter(ctx)
+		c.out.flush()
 	}
 }
 

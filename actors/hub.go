@@ -57,6 +57,7 @@ func New(cfg Config) (*Hub, error) {
 	system := actor.NewActorSystem(actor.WithLoggerFactory(func(*actor.ActorSystem) *slog.Logger {
 		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	}))
+	cfg.outboxes = newDirectory()
 	h := &Hub{cfg: &cfg, system: system}
 	h.connProps = connProps(h.cfg)
 	h.registry = system.Root.Spawn(registryProps(h.cfg))

@@ -41,8 +41,8 @@ type publishResult struct {
 	Err string
 }
 
-// subscribe adds Conn to a channel's subscribers. The channel answers Conn
-// with a subscribed, and only then with live deliveries.
+// subscribe adds Conn to a channel's subscribers. The channel queues the
+// ack (and any replay) in Conn's outbox, and only then live messages.
 type subscribe struct {
 	Channel     string
 	Conn        *actor.PID
@@ -57,10 +57,14 @@ type subscribe struct {
 	MaxReplayMessages int
 }
 
-// unsubscribe removes Conn from a channel's subscribers.
+// unsubscribe removes Conn from a channel's subscribers. With Ack set, the
+// channel (or the registry, when the channel is gone) queues the ack for
+// request ID, so that no message of the channel follows the ack.
 type unsubscribe struct {
 	Channel string
 	Conn    *actor.PID
+	ID      protocol.ID
+	Ack     bool
 }
 
 // crashForTest makes a channel actor panic, to exercise supervision.
@@ -86,33 +90,10 @@ type channelIdle struct {
 // passivate.
 type idleTick struct{}
 
-// subscribed answers a subscribe: the ack frame, then the replayed frames,
-// all to be written before any live delivery of the channel.
-type subscribed struct {
-	Channel string
-	Ack     []byte
-	Replay  [][]byte
-	// Offset is the channel's latest offset when the ack was built; live
-	// deliveries continue after it.
-	Offset uint64
-}
-
-// deliver carries one published message to a subscriber. The same *deliver,
-// and the same Frame bytes, go to every subscriber of the channel.
-type deliver struct {
-	Channel    string
-	Offset     uint64
-	Frame      []byte
-	ReceivedAt int64
-}
-
-// reset tells a subscriber that the channel lost its continuity (its actor
-// restarted): Frame is the encoded reset frame for the client.
-type reset struct {
-	Channel string
-	Offset  uint64
-	Frame   []byte
-}
+// flushNow is a channel actor's note to itself to flush the outboxes it
+// kicked: it runs after the publishes already in the mailbox, so a burst
+// of them goes out in one write per subscriber.
+type flushNow struct{}
 
 // Messages from the edge to a connection actor.
 

@@ -4,21 +4,57 @@ import (
 	"sync"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
+
 	"github.com/realtime-relay/realtime/internal/telemetry"
 )
 
 // newline separates the JSON objects that one coalesced frame carries.
 var newline = []byte{'\n'}
 
-// outbox is a connection's bounded outbound queue, shared by the connection
-// actor (which adds) and the connection's writer goroutine (which drains).
-// The writer exists only while there is something to write: the first push
-// into an idle outbox starts it, and it exits once it finds the queue empty.
-// Whatever queues while the writer is inside a socket write goes out in its
-// next write: that is the coalescing, one write per batch, not per message.
-// The bound therefore measures exactly how far the client is behind its
-// socket, never how busy the server's own goroutines are.
+// maxInlineWrites is how many batches a flush writes on the caller's
+// goroutine before it leaves the rest to a writer goroutine: a connection
+// that keeps receiving must not hold a channel actor in its flush.
+const maxInlineWrites = 4
+
+// writeState says who, if anyone, is responsible for writing an outbox.
+type writeState uint8
+
+const (
+	// idle: nothing is queued, or whoever queued it is about to kick.
+	idle writeState = iota
+	// kicked: something is queued and the pusher that set this state owes
+	// a flush; later pushes only queue, and go out with that flush.
+	kicked
+	// writing: a flush or writer goroutine is writing; it takes whatever
+	// is queued when its write returns.
+	writing
+)
+
+// outbox is a connection's bounded outbound queue. Channel actors push
+// deliveries into it directly and the connection actor pushes its own
+// replies; a channel's messages therefore reach the queue in offset order
+// with no actor hop per subscriber.
+//
+// Writing is cheap when the socket has room: the first push into an idle
+// outbox kicks it, and the pusher flushes it on its own goroutine with a
+// non-blocking write (a channel actor after its current burst of
+// publishes, see channel.flush, so that a burst goes out in one write).
+// Only a write that would block, a ping or a close starts a writer
+// goroutine, which waits for the socket and exits once the queue is empty.
+// Whatever queues while a write is in progress goes out in the next one:
+// that is the coalescing, one write per batch, not per message. The bound
+// therefore measures exactly how far the client is behind its socket,
+// never how busy the server's own goroutines are.
 type outbox struct {
+	// Static after newOutbox.
+	sock      Socket
+	conn      *actor.PID // told about a write failure or an overflow
+	root      *actor.RootContext
+	metrics   *telemetry.Metrics
+	maxBytes  int
+	maxFrames int
+
 	mu sync.Mutex
 	// Guarded by mu.
 	// parts holds the queued frames with a newline between each two, ready
@@ -26,34 +62,48 @@ type outbox struct {
 	parts [][]byte
 	// times holds the arrival time (Unix ns) of each queued published
 	// message, for the publish-to-write histogram.
-	times   []int64
-	frames  int
-	msgs    int
-	bytes   int
-	ping    bool // the next batch starts with a ping frame
-	writing bool // a writer goroutine is running
-	closed  bool // the connection is closing: queue nothing more
+	times  []int64
+	frames int
+	msgs   int
+	bytes  int
+	ping   bool // the next batch starts with a ping frame
+	state  writeState
+	closed bool // the connection is closing: queue nothing more
 	// closeCode, when not 0, is a close that waits for what is queued: the
 	// writer writes it, then closes the socket with closeCode, waiting at
 	// most closeTimeout for the close frame. See closeAfterQueued.
 	closeCode    uint16
 	closeTimeout time.Duration
-	// spare is the parts slice of the previous batch, reused so that a
-	// steady stream allocates no new slices.
-	spare [][]byte
+
+	// cur is the batch being written, owned by the holder of the writing
+	// turn (see next).
+	cur batch
 }
 
-// push queues a frame. It returns ok=false when the frame would take the
-// queue past maxBytes or maxFrames (the client is too slow), and start=true
-// when the caller must start the writer goroutine.
-func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool, maxBytes, maxFrames int) (ok, start bool) {
+func newOutbox(cfg *Config, sock Socket, conn *actor.PID, root *actor.RootContext) *outbox {
+	return &outbox{
+		sock: sock, conn: conn, root: root, metrics: cfg.Metrics,
+		maxBytes: cfg.SendQueueBytes, maxFrames: cfg.SendQueueMessages,
+	}
+}
+
+// push queues a frame and reports whether the caller kicked the outbox and
+// so must call flush (at once, or after more pushes). A frame that would
+// take the queue past its bounds means the client is too slow: the outbox
+// closes and tells its connection, which closes with 4008. isMsg marks a
+// published message (counted as delivered); receivedAt is when its publish
+// arrived, 0 when unknown.
+func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
-		return true, false
+		return false
 	}
-	if o.frames+1 > maxFrames || o.bytes+len(frame)+1 > maxBytes {
-		return false, false
+	if o.frames+1 > o.maxFrames || o.bytes+len(frame)+1 > o.maxBytes {
+		o.closeLocked()
+		o.metrics.SlowConsumers.Inc()
+		o.root.Send(o.conn, &closeConn{Code: CloseSlowConsumer, Reason: telemetry.CloseSlow})
+		return false
 	}
 	if o.frames > 0 {
 		o.parts = append(o.parts, newline)
@@ -67,75 +117,121 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool, maxBytes, maxF
 			o.times = append(o.times, receivedAt)
 		}
 	}
-	return true, o.startLocked()
+	return o.kickLocked()
 }
 
-// requestPing asks for a ping frame; start is as for push.
-func (o *outbox) requestPing() (start bool) {
+// requestPing asks for a ping frame; kick is as for push.
+func (o *outbox) requestPing() (kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return false
 	}
 	o.ping = true
-	return o.startLocked()
+	return o.kickLocked()
 }
 
-func (o *outbox) startLocked() bool {
-	if o.writing {
+func (o *outbox) kickLocked() bool {
+	if o.state != idle {
 		return false
 	}
-	o.writing = true
+	o.state = kicked
 	return true
 }
 
-// close drops what is queued and stops the writer after its current write.
+// close drops what is queued and stops the writing after the current write.
 func (o *outbox) close() {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	o.closeLocked()
+}
+
+func (o *outbox) closeLocked() {
 	o.closed, o.closeCode = true, 0
-	o.parts, o.times, o.spare = nil, nil, nil
+	o.parts, o.times = nil, nil
 	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
 }
 
 // closeAfterQueued queues nothing more, but unlike close keeps what is
-// queued: the writer writes it and then closes the socket with code. start
-// is as for push.
-func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (start bool) {
+// queued: it is written, and then the socket is closed with code. kick is
+// as for push.
+func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	o.closed, o.ping = true, false
 	o.closeCode, o.closeTimeout = code, timeout
-	return o.startLocked()
+	return o.kickLocked()
 }
 
-// next takes everything queued as a batch for the writer goroutine, or
-// returns nil (and marks the writer stopped) when there is nothing.
-func (o *outbox) next(prev *batch) *batch {
+// flush writes what is queued, for the pusher that kicked the outbox: on
+// the calling goroutine while the socket takes the bytes at once, and
+// through a writer goroutine when it would block (or for a ping or a
+// close). Calling it when the outbox is not kicked does nothing, so a
+// second flush of the same kick is harmless.
+func (o *outbox) flush() {
+	o.mu.Lock()
+	if o.state != kicked {
+		o.mu.Unlock()
+		return
+	}
+	o.state = writing
+	o.mu.Unlock()
+	for range maxInlineWrites {
+		b := o.next()
+		if b == nil {
+			return
+		}
+		if b.ping || b.closeCode != 0 {
+			go o.writeLoop(b, false)
+			return
+		}
+		done, err := o.sock.TryWrite(b.parts)
+		if err != nil {
+			o.failed()
+			return
+		}
+		b.written(o.metrics)
+		if !done {
+			go o.writeLoop(nil, true)
+			return
+		}
+	}
+	if b := o.next(); b != nil {
+		go o.writeLoop(b, false)
+	}
+}
+
+// next moves everything queued into o.cur and returns it, or returns nil
+// (and marks the outbox idle) when there is nothing. Only the holder of the
+// writing turn calls it; the batch is its own until its next call.
+func (o *outbox) next() *batch {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if prev != nil && !o.closed {
-		clear(prev.parts) // do not pin the frames of messages already written
-		o.spare = prev.parts[:0]
-	}
+	b := &o.cur
+	clear(b.parts) // do not pin the frames of messages already written
+	b.parts, b.times = b.parts[:0], b.times[:0]
 	if o.closeCode != 0 && o.frames == 0 {
-		b := &batch{closeCode: o.closeCode, closeTimeout: o.closeTimeout}
-		o.closeCode, o.writing = 0, false
+		*b = batch{closeCode: o.closeCode, closeTimeout: o.closeTimeout}
+		o.closeCode = 0
 		return b
 	}
+	if o.closed {
+		*b = batch{} // free the slices of a closed connection
+	}
 	if (o.closed && o.closeCode == 0) || (o.frames == 0 && !o.ping) {
-		o.writing = false
+		o.state = idle
 		return nil
 	}
-	b := &batch{parts: o.parts, times: o.times, frames: o.frames, msgs: o.msgs, bytes: max(o.bytes-1, 0), ping: o.ping}
-	o.parts, o.spare = o.spare, nil
-	o.times = nil
+	// Swap the slices, so that a steady stream allocates none.
+	o.parts, b.parts = b.parts, o.parts
+	o.times, b.times = b.times, o.times
+	b.frames, b.msgs, b.bytes, b.ping = o.frames, o.msgs, max(o.bytes-1, 0), o.ping
 	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
 	return b
 }
 
-// batch is what the writer goroutine writes in one go: an optional ping,
-// then every queued frame as one WebSocket text frame.
+// batch is what one write takes: an optional ping, then every queued frame
+// as one WebSocket text frame.
 type batch struct {
 	parts  [][]byte
 	times  []int64
@@ -148,30 +244,45 @@ type batch struct {
 	closeTimeout time.Duration
 }
 
-// writeLoop is the writer goroutine: it writes batches until the outbox is
-// empty, and reports a failed write to the actor through failed.
-func (o *outbox) writeLoop(sock Socket, m *telemetry.Metrics, failed func()) {
-	var b *batch
-	for {
-		if b = o.next(b); b == nil {
+// writeLoop is the writer goroutine. It owns the writing until the outbox
+// is empty: it writes what an incomplete TryWrite left (when pending),
+// then first (when not nil), then every batch queued meanwhile.
+func (o *outbox) writeLoop(first *batch, pending bool) {
+	b := first
+	if pending {
+		if err := o.sock.Write(nil); err != nil {
+			o.failed()
 			return
 		}
+		b = o.next()
+	}
+	for ; b != nil; b = o.next() {
 		if b.closeCode != 0 {
-			sock.Close(b.closeCode, b.closeTimeout)
+			o.mu.Lock()
+			o.state = idle
+			o.mu.Unlock()
+			o.sock.Close(b.closeCode, b.closeTimeout)
 			return
 		}
-		if err := b.write(sock, m); err != nil {
-			o.mu.Lock()
-			code, timeout := o.closeCode, o.closeTimeout
-			o.mu.Unlock()
-			o.close()
-			if code != 0 {
-				sock.Close(code, timeout) // the close was waiting for this write
-			}
-			failed()
+		if err := b.write(o.sock, o.metrics); err != nil {
+			o.failed()
 			return
 		}
 	}
+}
+
+// failed handles a write that failed: the socket is gone (or stuck past
+// its timeout). A close that was waiting for the write still goes out.
+func (o *outbox) failed() {
+	o.mu.Lock()
+	code, timeout := o.closeCode, o.closeTimeout
+	o.closeLocked()
+	o.state = idle
+	o.mu.Unlock()
+	if code != 0 {
+		o.sock.Close(code, timeout)
+	}
+	o.root.Send(o.conn, &writeFailed{})
 }
 
 func (b *batch) write(sock Socket, m *telemetry.Metrics) error {
@@ -186,6 +297,12 @@ func (b *batch) write(sock Socket, m *telemetry.Metrics) error {
 	if err := sock.Write(b.parts); err != nil {
 		return err
 	}
+	b.written(m)
+	return nil
+}
+
+// written counts a batch that the socket took.
+func (b *batch) written(m *telemetry.Metrics) {
 	now := time.Now().UnixNano()
 	for _, t := range b.times {
 		m.PublishToWrite.Update(float64(now-t) / 1e9)
@@ -193,5 +310,4 @@ func (b *batch) write(sock Socket, m *telemetry.Metrics) error {
 	m.MessagesDelivered.Add(b.msgs)
 	m.BytesWritten.Add(b.bytes)
 	m.SocketWrites.Inc()
-	return nil
 }

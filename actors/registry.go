@@ -39,8 +39,12 @@ func registryProps(cfg *Config) *actor.Props {
 func (r *registry) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
 	case *unsubscribe:
-		// Never create a channel only to remove a subscriber from it.
-		if child, ok := r.children[m.Channel]; ok {
+		// Never create a channel only to remove a subscriber from it, but
+		// do for a client's unsub: the channel sends its ack.
+		if child, ok := r.children[m.Channel]; ok || m.Ack {
+			if !ok {
+				child = r.child(ctx, m.Channel)
+			}
 			child.routed++
 			ctx.Forward(child.pid)
 		}

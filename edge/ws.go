@@ -83,8 +83,9 @@ func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, rem
 		nc = u.UnsafeConn()
 	}
 	limitSendBuffer(nc, s.cfg.SocketSendBufferBytes)
+	sock := newSocket(nc, s.cfg.SocketWriteTimeout)
 	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
-	socket, err := s.upgrader.UpgradeFromConn(nc, br, req)
+	socket, err := s.upgrader.UpgradeFromConn(writeLocked{nc, sock}, br, req)
 	if err != nil {
 		// fasthttp leaves a hijacked connection to us (KeepHijackedConns).
 		_ = nc.Close()
@@ -92,13 +93,10 @@ func (s *Server) upgrade(nc net.Conn, req *http.Request, claims auth.Claims, rem
 		s.metrics.ConnectionRejected(telemetry.RejectBadRequest)
 		return
 	}
+	sock.setUpgraded(socket)
 	c := &wsConn{socket: socket}
 	socket.Session().Store("", c)
-	c.actor = s.hub.Connect(actors.ConnParams{
-		Claims:     claims,
-		Socket:     wsSocket{socket: socket, writeTimeout: s.cfg.SocketWriteTimeout},
-		RemoteAddr: remote,
-	})
+	c.actor = s.hub.Connect(actors.ConnParams{Claims: claims, Socket: sock, RemoteAddr: remote})
 	s.metrics.ConnectionsAccepted.Inc()
 	s.metrics.ConnectionsOpen.Inc()
 	s.mu.Lock()
@@ -248,34 +246,6 @@ func closeReasonOf(err error) string {
 func connOf(socket *gws.Conn) *wsConn {
 	v, _ := socket.Session().Load("")
 	return v.(*wsConn)
-}
-
-// wsSocket is the actors.Socket of one gws connection.
-type wsSocket struct {
-	socket       *gws.Conn
-	writeTimeout time.Duration
-}
-
-func (w wsSocket) Write(parts [][]byte) error {
-	if err := w.socket.NetConn().SetWriteDeadline(time.Now().Add(w.writeTimeout)); err != nil {
-		return err
-	}
-	return w.socket.Writev(gws.OpcodeText, parts...)
-}
-
-func (w wsSocket) WritePing() error {
-	if err := w.socket.NetConn().SetWriteDeadline(time.Now().Add(w.writeTimeout)); err != nil {
-		return err
-	}
-	return w.socket.WritePing(nil)
-}
-
-// Close bounds the close frame's write by timeout: a client that stopped
-// reading must not keep a goroutine (and gws's write lock) forever. The
-// deadline also cuts short a data write stuck on the same client.
-func (w wsSocket) Close(code uint16, timeout time.Duration) {
-	_ = w.socket.NetConn().SetWriteDeadline(time.Now().Add(timeout))
-	_ = w.socket.WriteClose(code, nil)
 }
 
 // session is gws's per-connection storage, cut down to the one value we
