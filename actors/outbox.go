@@ -192,6 +192,7 @@ func (o *outbox) flush() {
 		}
 		b.written(o.metrics)
 		if !done {
+			o.metrics.SocketWritesBlocked.Inc()
 			go o.writeLoop(nil, true)
 			return
 		}

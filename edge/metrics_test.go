@@ -37,6 +37,8 @@ func TestMetricsExposed(t *testing.T) {
 		`realtime_publishes_total{result="unavailable"} `,
 		"realtime_messages_delivered_total ",
 		"realtime_written_bytes_total ",
+		"realtime_socket_writes_total ",
+		"realtime_socket_writes_blocked_total ",
 		`realtime_replays_total{outcome="recovered"} `,
 		`realtime_replays_total{outcome="not_recovered"} `,
 		"realtime_slow_consumer_disconnects_total ",

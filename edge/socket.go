@@ -8,15 +8,17 @@ import (
 	"sync/atomic"
 	"syscall"
 	"time"
+	"unsafe"
 
 	"github.com/lxzan/gws"
 )
 
 // socket is the actors.Socket of one WebSocket. It writes data and ping
 // frames itself, straight to the connection, rather than through gws: a
-// non-blocking write (TryWrite) lets the goroutine that queued a message,
-// usually its channel's actor, write it at once, with no goroutine started
-// and no deadline set per write. gws still writes its own frames (the 101,
+// non-blocking writev (TryWrite) lets the goroutine that queued a message,
+// usually its channel's actor, write it at once, with no goroutine started,
+// no deadline set and no copy made per write; the frames written are the
+// ones every subscriber shares. gws still writes its own frames (the 101,
 // pongs, the close frames of protocol errors) through writeLocked, a
 // net.Conn whose Write takes the same mutex, so no two frames ever
 // interleave on the wire.
@@ -28,7 +30,7 @@ type socket struct {
 	nc           net.Conn        // the raw connection (a *tls.Conn for TLS)
 	raw          syscall.RawConn // nil when writes cannot be non-blocking (TLS)
 	writeTimeout time.Duration
-	writeFD      func(fd uintptr) bool // s.writeOnce, bound once, for raw.Write
+	writeFD      func(fd uintptr) bool // s.writev, bound once, for raw.Write
 
 	// gws is set once the upgrade succeeded, before any frame is written.
 	gws *gws.Conn
@@ -41,13 +43,15 @@ type socket struct {
 	// Guarded by mu.
 	upgraded bool // the 101 is written: every later write is a frame
 	closed   bool // a close frame is written: nothing may follow it
-	// pending is what a non-blocking write left unwritten of its frame;
-	// held is the pooled buffer it points into.
-	pending []byte
-	held    *[]byte
-	// wbuf, wn and werr carry writeOnce's argument and results.
-	wbuf []byte
-	wn   int
+	// hdr is the header of the frame being written. pending is what is
+	// left of that frame (hdr, then the parts); a TryWrite that could not
+	// finish leaves it for the next Write. held is the pooled slice that
+	// pending is cut from.
+	hdr     [10]byte
+	pending [][]byte
+	held    *[][]byte
+	// wait and werr are writev's mode and result.
+	wait bool
 	werr error
 }
 
@@ -59,7 +63,7 @@ func newSocket(nc net.Conn, writeTimeout time.Duration) *socket {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
-			s.writeFD = s.writeOnce
+			s.writeFD = s.writev
 		}
 	}
 	return s
@@ -85,7 +89,7 @@ func (w writeLocked) Write(p []byte) (int, error) {
 	if s.upgraded && len(p) > 0 && p[0]&0x0f == 0x8 {
 		s.closed = true
 	}
-	if err := s.writeBlockingLocked(p); err != nil {
+	if err := s.writeConnLocked(p); err != nil {
 		return 0, err
 	}
 	return len(p), nil
@@ -104,51 +108,20 @@ func (s *socket) TryWrite(parts [][]byte) (bool, error) {
 	if s.closed {
 		return false, errSocketClosed
 	}
-	buf := frame(0x81, parts) // FIN + text
-	if s.pending != nil || s.raw == nil {
-		s.keepLocked(buf, 0)
+	if s.pending != nil {
+		return false, nil // not reached: the outbox calls Write after a false
+	}
+	s.setFrameLocked(parts)
+	if s.raw == nil {
 		return false, nil
 	}
-	s.wbuf = *buf
-	err := s.raw.Write(s.writeFD)
-	n, werr := s.wn, s.werr
-	s.wbuf, s.werr = nil, nil
-	if err == nil && !errors.Is(werr, syscall.EAGAIN) {
-		err = werr
-	}
-	if err != nil {
-		putBuffer(buf)
+	if err := s.writevLocked(false); err != nil {
 		return false, err
 	}
-	if n == len(*buf) {
-		putBuffer(buf)
-		return true, nil
+	if s.pending != nil {
+		return false, nil
 	}
-	s.keepLocked(buf, n)
-	return false, nil
-}
-
-// writeOnce is one non-blocking write of s.wbuf; raw.Write calls it with
-// the file descriptor, which Go keeps in non-blocking mode.
-func (s *socket) writeOnce(fd uintptr) bool {
-	for {
-		n, err := syscall.Write(int(fd), s.wbuf)
-		if err == syscall.EINTR {
-			continue
-		}
-		s.wn, s.werr = max(n, 0), err
-		return true // never wait: the caller falls back to a writer goroutine
-	}
-}
-
-// keepLocked makes the unwritten rest of buf, from n on, pending.
-func (s *socket) keepLocked(buf *[]byte, n int) {
-	if s.pending == nil {
-		s.pending, s.held = (*buf)[n:], buf
-		return
-	}
-	s.pending = append(s.pending, (*buf)[n:]...) // rare: only without a raw fd
-	putBuffer(buf)
+	return true, nil
 }
 
 func (s *socket) Write(parts [][]byte) error {
@@ -160,10 +133,8 @@ func (s *socket) Write(parts [][]byte) error {
 	if err := s.flushPendingLocked(); err != nil || len(parts) == 0 {
 		return err
 	}
-	buf := frame(0x81, parts)
-	err := s.writeBlockingLocked(*buf)
-	putBuffer(buf)
-	return err
+	s.setFrameLocked(parts)
+	return s.flushPendingLocked()
 }
 
 var pingFrame = []byte{0x89, 0x00} // FIN + ping, no payload
@@ -177,7 +148,7 @@ func (s *socket) WritePing() error {
 	if err := s.flushPendingLocked(); err != nil {
 		return err
 	}
-	return s.writeBlockingLocked(pingFrame)
+	return s.writeConnLocked(pingFrame)
 }
 
 // Close bounds the close frame's write by timeout: a client that stopped
@@ -189,19 +160,133 @@ func (s *socket) Close(code uint16, timeout time.Duration) {
 	_ = s.gws.WriteClose(code, nil) // through writeLocked; gws then closes nc
 }
 
+// setFrameLocked makes parts, concatenated, the pending text frame.
+func (s *socket) setFrameLocked(parts [][]byte) {
+	n := 0
+	for _, p := range parts {
+		n += len(p)
+	}
+	h := append(s.hdr[:0], 0x81) // FIN + text; server frames are not masked
+	switch {
+	case n < 126:
+		h = append(h, byte(n))
+	case n <= 0xffff:
+		h = append(h, 126)
+		h = binary.BigEndian.AppendUint16(h, uint16(n))
+	default:
+		h = append(h, 127)
+		h = binary.BigEndian.AppendUint64(h, uint64(n))
+	}
+	s.held = iovecPool.Get().(*[][]byte)
+	s.pending = append(append((*s.held)[:0], h), parts...)
+}
+
+// flushPendingLocked writes what is pending, blocking.
 func (s *socket) flushPendingLocked() error {
 	if s.pending == nil {
 		return nil
 	}
-	err := s.writeBlockingLocked(s.pending)
-	putBuffer(s.held)
-	s.pending, s.held = nil, nil
+	if s.raw != nil {
+		return s.writevLocked(true)
+	}
+	// Without a file descriptor (TLS): one copy, so that the frame is one
+	// write (and as few TLS records as its size allows).
+	buf := bufferPool.Get().(*[]byte)
+	b := (*buf)[:0]
+	for _, p := range s.pending {
+		b = append(b, p...)
+	}
+	s.releasePendingLocked()
+	err := s.writeConnLocked(b)
+	if cap(b) <= maxPooledBuffer {
+		*buf = b[:0]
+		bufferPool.Put(buf)
+	}
 	return err
 }
 
-// writeBlockingLocked writes p whole, waiting at most writeTimeout (or, once
-// Close has begun, until Close's deadline).
-func (s *socket) writeBlockingLocked(p []byte) error {
+// writevLocked writes pending with writev until it is all written, or,
+// unless wait, until the socket takes no more. Waiting honours the write
+// deadline.
+func (s *socket) writevLocked(wait bool) error {
+	if wait && !s.closing.Load() {
+		if err := s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
+			return err
+		}
+	}
+	s.wait, s.werr = wait, nil
+	err := s.raw.Write(s.writeFD)
+	if err == nil {
+		err = s.werr
+	}
+	s.werr = nil
+	if err != nil || len(s.pending) == 0 {
+		s.releasePendingLocked()
+	}
+	return err
+}
+
+// maxIovecs bounds one writev call (Linux allows 1,024): the iovec array
+// lives on the stack.
+const maxIovecs = 64
+
+// writev is what raw.Write calls with the file descriptor, which Go keeps
+// in non-blocking mode. It returns false to wait until the socket is
+// writable, true when done (s.werr says how).
+func (s *socket) writev(fd uintptr) bool {
+	for len(s.pending) > 0 {
+		var iov [maxIovecs]syscall.Iovec
+		n := 0
+		for _, p := range s.pending[:min(len(s.pending), maxIovecs)] {
+			iov[n].Base = unsafe.SliceData(p)
+			iov[n].SetLen(len(p))
+			n++
+		}
+		r, _, errno := syscall.Syscall(syscall.SYS_WRITEV, fd, uintptr(unsafe.Pointer(&iov[0])), uintptr(n))
+		switch errno {
+		case 0:
+			s.consumeLocked(int(r))
+		case syscall.EINTR:
+		case syscall.EAGAIN:
+			return !s.wait
+		default:
+			s.werr = errno
+			return true
+		}
+	}
+	return true
+}
+
+// consumeLocked drops the first n written bytes from pending.
+func (s *socket) consumeLocked(n int) {
+	for n > 0 && len(s.pending) > 0 {
+		if p := s.pending[0]; n < len(p) {
+			s.pending[0] = p[n:]
+			return
+		}
+		n -= len(s.pending[0])
+		s.pending = s.pending[1:]
+	}
+}
+
+// releasePendingLocked drops pending and returns its slice to the pool,
+// cleared so that the pool pins no frame.
+func (s *socket) releasePendingLocked() {
+	if s.held == nil {
+		return
+	}
+	full := (*s.held)[:cap(*s.held)]
+	clear(full)
+	if cap(full) <= maxPooledIovecs {
+		*s.held = full[:0]
+		iovecPool.Put(s.held)
+	}
+	s.pending, s.held = nil, nil
+}
+
+// writeConnLocked writes p whole through the connection, waiting at most
+// writeTimeout (or, once Close has begun, until Close's deadline).
+func (s *socket) writeConnLocked(p []byte) error {
 	if !s.closing.Load() {
 		if err := s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
 			return err
@@ -211,51 +296,14 @@ func (s *socket) writeBlockingLocked(p []byte) error {
 	return err
 }
 
-// frame encodes parts, concatenated, as one unmasked server frame with the
-// given first byte (FIN and opcode), in a pooled buffer: copying is far
-// cheaper than a write() per part, and one buffer makes a partial write
-// easy to finish.
-func frame(first byte, parts [][]byte) *[]byte {
-	n := 0
-	for _, p := range parts {
-		n += len(p)
-	}
-	buf := getBuffer(n + 10)
-	b := append((*buf)[:0], first)
-	switch {
-	case n < 126:
-		b = append(b, byte(n))
-	case n <= 0xffff:
-		b = append(b, 126)
-		b = binary.BigEndian.AppendUint16(b, uint16(n))
-	default:
-		b = append(b, 127)
-		b = binary.BigEndian.AppendUint64(b, uint64(n))
-	}
-	for _, p := range parts {
-		b = append(b, p...)
-	}
-	*buf = b
-	return buf
-}
+// Pools keep a steady stream of writes free of allocations, without
+// pinning the buffers of a rare huge batch.
+const (
+	maxPooledIovecs = 4 << 10
+	maxPooledBuffer = 64 << 10
+)
 
-// maxPooledBuffer keeps the pool from pinning the buffer of a rare huge
-// batch.
-const maxPooledBuffer = 64 << 10
-
-var bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
-
-func getBuffer(n int) *[]byte {
-	buf := bufferPool.Get().(*[]byte)
-	if cap(*buf) < n {
-		*buf = make([]byte, 0, n)
-	}
-	return buf
-}
-
-func putBuffer(buf *[]byte) {
-	if cap(*buf) <= maxPooledBuffer {
-		*buf = (*buf)[:0]
-		bufferPool.Put(buf)
-	}
-}
+var (
+	iovecPool  = sync.Pool{New: func() any { b := make([][]byte, 0, 16); return &b }}
+	bufferPool = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+)

@@ -73,6 +73,9 @@ type Metrics struct {
 	MessagesDelivered   *metrics.Counter
 	BytesWritten        *metrics.Counter
 	SocketWrites        *metrics.Counter
+	// SocketWritesBlocked counts writes the kernel could not take at once,
+	// finished by a writer goroutine: clients behind their socket.
+	SocketWritesBlocked *metrics.Counter
 	ReplaysRecovered    *metrics.Counter
 	ReplaysNotRecovered *metrics.Counter
 	SlowConsumers       *metrics.Counter
@@ -109,6 +112,7 @@ func New(denyReasons []string) *Metrics {
 		MessagesDelivered:   s.NewCounter("realtime_messages_delivered_total"),
 		BytesWritten:        s.NewCounter("realtime_written_bytes_total"),
 		SocketWrites:        s.NewCounter("realtime_socket_writes_total"),
+		SocketWritesBlocked: s.NewCounter("realtime_socket_writes_blocked_total"),
 		ReplaysRecovered:    s.NewCounter(`realtime_replays_total{outcome="recovered"}`),
 		ReplaysNotRecovered: s.NewCounter(`realtime_replays_total{outcome="not_recovered"}`),
 		SlowConsumers:       s.NewCounter("realtime_slow_consumer_disconnects_total"),

@@ -6,9 +6,11 @@ import (
 	"net"
 	"net/http"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/require"
 
+	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
@@ -28,11 +30,20 @@ type RawConn struct {
 // ends.
 func (r *Relay) DialStalled(t testing.TB, token string) *RawConn {
 	t.Helper()
+	return r.DialRawConn(t, token, 4<<10)
+}
+
+// DialRawConn is DialStalled with a receive buffer of readBuffer bytes
+// (0: the kernel's default).
+func (r *Relay) DialRawConn(t testing.TB, token string, readBuffer int) *RawConn {
+	t.Helper()
 	d := net.Dialer{Timeout: Wait}
 	nc, err := d.Dial("tcp", r.Addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
-	require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(4<<10))
+	if readBuffer > 0 {
+		require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(readBuffer))
+	}
 	req := "GET /v1/ws?token=" + token + " HTTP/1.1\r\n" +
 		"Host: " + r.Addr + "\r\n" +
 		"Connection: Upgrade\r\nUpgrade: websocket\r\n" +
@@ -68,4 +79,25 @@ func (c *RawConn) WriteFrame(opcode byte, payload []byte) {
 	frame := wsframe.AppendMasked(nil, opcode, payload)
 	_, err := c.Write(frame)
 	require.NoError(c.t, err)
+}
+
+// ReadMessages reads server frames until it has n protocol messages (a
+// frame may carry several, one per line), skipping pings, and returns
+// them. It fails the test after Wait.
+func (c *RawConn) ReadMessages(t testing.TB, n int) []protocol.ServerFrame {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(Wait)))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	var msgs []protocol.ServerFrame
+	for len(msgs) < n {
+		opcode, payload, err := wsframe.ReadServerFrame(c.Conn)
+		require.NoError(t, err, "after %d of %d messages", len(msgs), n)
+		if opcode != 0x1 {
+			continue
+		}
+		frames, err := protocol.SplitServerFrames(payload)
+		require.NoError(t, err)
+		msgs = append(msgs, frames...)
+	}
+	return msgs
 }

@@ -301,8 +301,9 @@ type Client struct {
 	// code is the close code the server sent (0 when none); written by the
 	// read goroutine before closed is closed.
 	code uint16
-	// pings counts the pings the server sent (each answered with a pong).
-	pings atomic.Int64
+	// pings counts the pings the server sent (each answered with a pong),
+	// pongs the pongs it sent.
+	pings, pongs atomic.Int64
 }
 
 // Dial connects with token and requires the upgrade to succeed.
@@ -395,6 +396,9 @@ func (c *Client) SubscribeSince(id uint64, channel, epoch string, offset uint64)
 // Pings returns how many pings the server has sent so far.
 func (c *Client) Pings() int64 { return c.pings.Load() }
 
+// Pongs returns how many pongs the server has sent so far.
+func (c *Client) Pongs() int64 { return c.pongs.Load() }
+
 // NoFrame requires that no frame arrives within d.
 func (c *Client) NoFrame(d time.Duration) {
 	c.t.Helper()
@@ -444,7 +448,7 @@ func (c *Client) OnPing(conn *gws.Conn, p []byte) {
 	c.pings.Add(1)
 }
 
-func (c *Client) OnPong(*gws.Conn, []byte) {}
+func (c *Client) OnPong(*gws.Conn, []byte) { c.pongs.Add(1) }
 
 func (c *Client) OnMessage(_ *gws.Conn, m *gws.Message) {
 	defer m.Close()

@@ -1,12 +1,50 @@
-// Package wsframe builds client-side WebSocket frames (RFC 6455 5.2) for
-// the relay's own clients: the load generator and the tests' raw clients,
-// which need exact control over what goes on the wire. Pure functions.
+// Package wsframe builds client-side WebSocket frames (RFC 6455 5.2) and
+// reads server frames, for the relay's own clients: the load generator and
+// the tests' raw clients, which need exact control over what goes on the
+// wire. No state; safe for concurrent use.
 package wsframe
 
 import (
 	"crypto/rand"
 	"encoding/binary"
+	"errors"
+	"io"
 )
+
+// ErrMasked reports a server frame with the mask bit set, which RFC 6455
+// forbids.
+var ErrMasked = errors.New("wsframe: masked frame from a server")
+
+// ReadServerFrame reads one unmasked frame from r and returns its opcode
+// and payload (fragments are not joined: the relay never fragments).
+func ReadServerFrame(r io.Reader) (opcode byte, payload []byte, err error) {
+	var h [2]byte
+	if _, err := io.ReadFull(r, h[:]); err != nil {
+		return 0, nil, err
+	}
+	if h[1]&0x80 != 0 {
+		return 0, nil, ErrMasked
+	}
+	n := uint64(h[1] & 0x7f)
+	switch n {
+	case 126:
+		var l [2]byte
+		_, err = io.ReadFull(r, l[:])
+		n = uint64(binary.BigEndian.Uint16(l[:]))
+	case 127:
+		var l [8]byte
+		_, err = io.ReadFull(r, l[:])
+		n = binary.BigEndian.Uint64(l[:])
+	}
+	if err != nil {
+		return 0, nil, err
+	}
+	payload = make([]byte, n)
+	if _, err := io.ReadFull(r, payload); err != nil {
+		return 0, nil, err
+	}
+	return h[0] & 0x0f, payload, nil
+}
 
 // AppendMasked appends one final frame with opcode and payload, masked with
 // a random key as a client must.

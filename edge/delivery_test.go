@@ -1,0 +1,118 @@
+package edge_test
+
+import (
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/edge"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+// After the ack of an unsub, no message of that channel follows, even with
+// publishes in flight: the channel itself queues the ack, behind the last
+// message it queued for the subscriber.
+func TestNoMessageAfterUnsubAck(t *testing.T) {
+	r := testutil.StartRelay(t)
+	c := r.Dial(t, r.SubscribeToken(t))
+	busy, marker := testutil.Channel("busy"), testutil.Channel("marker")
+	c.Subscribe(1, busy)
+	c.Subscribe(2, marker)
+
+	pub := r.PublishToken(t)
+	stop := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Go(func() {
+		for n := 0; n < 10_000; n++ {
+			select {
+			case <-stop:
+				return
+			default:
+			}
+			if _, err := r.TryPublish(pub, testutil.Publication{Channel: busy, Event: "e", Data: "x"}); err != nil {
+				t.Error(err)
+				return
+			}
+		}
+	})
+	defer wg.Wait()
+	defer close(stop)
+
+	require.Equal(t, busy, c.NextOp("msg").Ch, "the busy channel is live")
+	c.Send(`{"op":"unsub","id":3,"ch":"` + busy + `"}`)
+	for {
+		f := c.Next()
+		if f.Op == "ack" {
+			require.NotNil(t, f.ID)
+			require.Equal(t, uint64(3), *f.ID)
+			break
+		}
+		require.Equal(t, "msg", f.Op)
+		require.Equal(t, busy, f.Ch)
+	}
+	// The publisher is still going; the marker bounds the wait.
+	r.Publish(t, pub, marker, "marker", "m")
+	for {
+		f := c.Next()
+		require.Equal(t, "msg", f.Op)
+		require.Equal(t, marker, f.Ch, "a message of %s after its unsub ack", busy)
+		if f.Event == "marker" {
+			return
+		}
+	}
+}
+
+// A client's ping is answered even when the connection has been quiet for
+// longer than the write timeout (whose deadline lapsed long ago), and the
+// connection keeps working.
+func TestPongAfterQuietLongerThanWriteTimeout(t *testing.T) {
+	const writeTimeout = 100 * time.Millisecond
+	r := testutil.StartRelay(t, func(c *edge.Config) { c.SocketWriteTimeout = writeTimeout })
+	c := r.Dial(t, r.SubscribeToken(t))
+	ch := testutil.Channel("quiet")
+	c.Subscribe(1, ch) // a write, which set a deadline
+	time.Sleep(3 * writeTimeout)
+	require.NoError(t, c.Raw().WritePing([]byte("hi")))
+	require.Eventually(t, func() bool { return c.Pongs() == 1 }, testutil.Wait, time.Millisecond)
+	r.Publish(t, r.PublishToken(t), ch, "e", "still open")
+	assert.Equal(t, "still open", c.NextOp("msg").Data)
+}
+
+// A subscriber that reads slowly, but keeps up within its queue, gets every
+// message intact and in order, although most writes to it cannot complete
+// at once (a kernel send buffer of a few KiB) and finish on a writer
+// goroutine.
+func TestSlowReaderGetsEverything(t *testing.T) {
+	r := testutil.StartRelay(t, func(c *edge.Config) {
+		c.SocketSendBufferBytes = 16 << 10
+		c.Actors.SendQueueBytes = 64 << 20
+	})
+	// Not read until every message is published: 1.3 MiB, far more than
+	// the kernel buffers hold.
+	stalled := r.DialRawConn(t, r.SubscribeToken(t), 0)
+	ch := testutil.Channel("slow")
+	stalled.Send(`{"op":"sub","id":1,"ch":"` + ch + `"}`)
+	c := r.Dial(t, r.SubscribeToken(t))
+	c.Subscribe(1, ch) // ordered after the stalled client's sub in the channel
+
+	pub := r.PublishToken(t)
+	const n = 40
+	data := make([]string, n)
+	for i := range data {
+		data[i] = testutil.Stamp(32 << 10) // 32 KiB each, 1.3 MiB in all
+		r.Publish(t, pub, ch, "e", data[i])
+	}
+	for i := range n {
+		assert.Equal(t, data[i], c.NextOp("msg").Data) // the fast one is unaffected
+	}
+	msgs := stalled.ReadMessages(t, n+1) // the ack, then every message
+	assert.Equal(t, "ack", msgs[0].Op)
+	for i := range n {
+		assert.Equal(t, uint64(i+1), msgs[i+1].Offset)
+		assert.Equal(t, data[i], msgs[i+1].Data)
+	}
+	assert.Positive(t, r.Metric(t, "realtime_socket_writes_blocked_total"), "no write had to wait: the test proves nothing")
+}

@@ -1,0 +1,123 @@
+package edge
+
+import (
+	"bytes"
+	"io"
+	"net"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/internal/wsframe"
+)
+
+// readFrame reads one text frame and returns its payload.
+func readFrame(t *testing.T, r io.Reader) []byte {
+	t.Helper()
+	opcode, p, err := wsframe.ReadServerFrame(r)
+	require.NoError(t, err)
+	require.Equal(t, byte(0x1), opcode)
+	return p
+}
+
+// tcpPair returns both ends of a real loopback TCP connection.
+func tcpPair(t *testing.T) (server, client *net.TCPConn) {
+	t.Helper()
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	cc, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	sc := <-accepted
+	require.NotNil(t, sc)
+	t.Cleanup(func() { _ = sc.Close(); _ = cc.Close() })
+	return sc.(*net.TCPConn), cc.(*net.TCPConn)
+}
+
+// A frame larger than the kernel takes at once is left pending by TryWrite
+// and finished, intact and before the next frame, by Write.
+func TestSocketFinishesPartialWrite(t *testing.T) {
+	server, client := tcpPair(t)
+	// The relay's default send buffer; the client's receive buffer fixed
+	// small (tiny ones make loopback TCP crawl on delayed ACKs).
+	require.NoError(t, server.SetWriteBuffer(64<<10))
+	require.NoError(t, client.SetReadBuffer(64<<10))
+	s := newSocket(server, 5*time.Second)
+	require.NotNil(t, s.raw, "a TCP connection writes without blocking")
+
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB, far more than both buffers
+	done, err := s.TryWrite([][]byte{big[:100], big[100:]})
+	require.NoError(t, err)
+	require.False(t, done, "4 MiB cannot fit in the socket buffers of a client that is not reading")
+
+	got := make(chan [][]byte, 1)
+	go func() {
+		var frames [][]byte
+		for range 2 {
+			frames = append(frames, readFrame(t, client))
+		}
+		got <- frames
+	}()
+	require.NoError(t, s.Write([][]byte{[]byte("next"), []byte(" frame")}))
+	select {
+	case frames := <-got:
+		assert.Equal(t, big, frames[0])
+		assert.Equal(t, []byte("next frame"), frames[1])
+	case <-time.After(10 * time.Second):
+		t.Fatal("frames not received")
+	}
+
+	// With the buffers drained, a small frame goes out at once.
+	go func() {
+		got <- [][]byte{readFrame(t, client)}
+	}()
+	done, err = s.TryWrite([][]byte{[]byte("small")})
+	require.NoError(t, err)
+	assert.True(t, done)
+	assert.Equal(t, [][]byte{[]byte("small")}, <-got)
+}
+
+// A connection without a file descriptor (TLS) cannot write without
+// blocking: TryWrite keeps the whole frame and Write sends it.
+func TestSocketWithoutFDDefersToWrite(t *testing.T) {
+	server, client := net.Pipe()
+	t.Cleanup(func() { _ = server.Close(); _ = client.Close() })
+	s := newSocket(server, 5*time.Second)
+	require.Nil(t, s.raw)
+
+	done, err := s.TryWrite([][]byte{[]byte(`{"op":"msg"}`), []byte("\n"), []byte(`{"op":"msg"}`)})
+	require.NoError(t, err)
+	require.False(t, done)
+	got := make(chan []byte, 1)
+	go func() {
+		got <- readFrame(t, client)
+	}()
+	require.NoError(t, s.Write(nil))
+	assert.Equal(t, []byte("{\"op\":\"msg\"}\n{\"op\":\"msg\"}"), <-got)
+}
+
+// Frame headers use the shortest length encoding RFC 6455 allows.
+func TestFrameLengthEncodings(t *testing.T) {
+	s := newSocket(nil, time.Second)
+	for _, n := range []int{0, 125, 126, 65535, 65536} {
+		payload := bytes.Repeat([]byte{'x'}, n)
+		s.setFrameLocked([][]byte{payload[:n/2], payload[n/2:]})
+		hdr := s.pending[0]
+		want := map[bool]int{true: 2, false: 4}[n < 126]
+		if n > 0xffff {
+			want = 10
+		}
+		assert.Len(t, hdr, want, "n=%d", n)
+		assert.Equal(t, byte(0x81), hdr[0])
+		got := readFrame(t, io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(payload)))
+		assert.Len(t, got, n)
+		s.releasePendingLocked()
+	}
+}
