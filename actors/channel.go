@@ -2,6 +2,7 @@ package actors
 
 import (
 	"log/slog"
+	"runtime"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -223,18 +224,40 @@ func (c *channel) scheduleFlush(ctx actor.Context) {
 }
 
 // flush writes the outboxes this channel kicked, each with at most a few
-// non-blocking writes on this goroutine (see outbox.flush).
+// non-blocking writes (see outbox.flush). A large fan-out is split across
+// goroutines, one chunk per core, so that every core writes: one
+// goroutine writing to a thousand sockets would hold all of them back by
+// milliseconds. Order does not suffer: each outbox keeps its own.
 func (c *channel) flush() {
 	st := c.state
 	st.flushPending = false
-	for i, o := range st.dirty {
+	dirty := st.dirty
+	if chunk := max(len(dirty)/runtime.GOMAXPROCS(0)+1, minFlushChunk); len(dirty) > chunk {
+		st.dirty = make([]*outbox, 0, cap(dirty)) // dirty now belongs to the flushers
+		for i := chunk; i < len(dirty); i += chunk {
+			go flushAll(dirty[i:min(i+chunk, len(dirty))])
+		}
+		flushAll(dirty[:chunk])
+		return
+	}
+	for i, o := range dirty {
 		if o == nil {
 			continue // flushed before a crash in this loop
 		}
-		st.dirty[i] = nil // never flushed twice, even if this crashes
+		dirty[i] = nil // never flushed twice, even if this crashes
 		o.flush()
 	}
-	st.dirty = st.dirty[:0]
+	st.dirty = dirty[:0]
+}
+
+// minFlushChunk is the smallest fan-out worth a goroutine of its own:
+// below it, starting one costs more than the writes it would take over.
+const minFlushChunk = 64
+
+func flushAll(outboxes []*outbox) {
+	for _, o := range outboxes {
+		o.flush()
+	}
 }
 
 // armIdleCheck schedules the next look at whether the channel can passivate,

@@ -7,19 +7,25 @@
 // it when it reports itself idle (no subscribers, nothing retained). A
 // channel actor owns its subscriber list and its History (offsets and the
 // replay buffer, behind a small interface so that a shared store can replace
-// memory later); it encodes each message once and sends the same bytes to
-// every subscriber. When it crashes, the registry restarts it: its
-// subscribers survive (they live in a struct captured by the producer) and
-// get a reset frame, and its History starts over with a new epoch.
+// memory later); it encodes each message once and queues the same bytes in
+// every subscriber's outbox, with no actor message per subscriber. When it
+// crashes, the registry restarts it: its subscribers survive (they live in
+// a struct captured by the producer) and get a reset frame, and its History
+// starts over with a new epoch.
 //
 // A connection actor owns one WebSocket's subscriptions, its token deadline
-// and its outbound queue; a writer goroutine, alive only while there is
-// something to write, drains the queue into as few socket writes as possible.
-// A connection that panics is stopped, which removes its subscriptions.
+// and its outbox. Whoever first queues into an idle outbox flushes it: a
+// channel after the publishes already in its mailbox (so a burst becomes
+// one write), with non-blocking writes on its own goroutine, split across
+// goroutines for a large fan-out; a writer goroutine starts only for a
+// write that would block, a ping or a close. A connection that panics is
+// stopped, which removes its subscriptions.
 //
 // Concurrency: every actor's state is touched only from its own mailbox, so
-// none needs a lock; the one exception is a connection's outbox, shared
-// with its writer goroutine under a mutex. Messages between actors are plain
-// data (messages.go), so that a later multi-node relay can carry them. Hub
-// is the package's API for the edge and is safe for concurrent use.
+// none needs a lock; the exceptions are a connection's outbox, shared by
+// the channels and the connection that queue into it and whoever holds its
+// writing turn, under its mutex (outbox.go), and the node's directory of
+// outboxes (directory.go). Messages between actors are plain data
+// (messages.go), so that a later multi-node relay can carry them. Hub is
+// the package's API for the edge and is safe for concurrent use.
 package actors

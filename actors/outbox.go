@@ -169,19 +169,8 @@ func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (kick bool
 // close). Calling it when the outbox is not kicked does nothing, so a
 // second flush of the same kick is harmless.
 func (o *outbox) flush() {
-	o.mu.Lock()
-	if o.state != kicked {
-		o.mu.Unlock()
-		return
-	}
-	o.state = writing
-	o.mu.Unlock()
-	for range maxInlineWrites {
-		b := o.next()
-		if b == nil {
-			return
-		}
-		if b.ping || b.closeCode != 0 {
+	for i, b := 0, o.take(); b != nil; i, b = i+1, o.next() {
+		if b.ping || b.closeCode != 0 || i == maxInlineWrites {
 			go o.writeLoop(b, false)
 			return
 		}
@@ -197,9 +186,18 @@ func (o *outbox) flush() {
 			return
 		}
 	}
-	if b := o.next(); b != nil {
-		go o.writeLoop(b, false)
+}
+
+// take starts a flush: it turns a kicked outbox into a writing one and
+// returns its first batch, or nil when the outbox was not kicked.
+func (o *outbox) take() *batch {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.state != kicked {
+		return nil
 	}
+	o.state = writing
+	return o.nextLocked()
 }
 
 // next moves everything queued into o.cur and returns it, or returns nil
@@ -208,6 +206,10 @@ func (o *outbox) flush() {
 func (o *outbox) next() *batch {
 	o.mu.Lock()
 	defer o.mu.Unlock()
+	return o.nextLocked()
+}
+
+func (o *outbox) nextLocked() *batch {
 	b := &o.cur
 	clear(b.parts) // do not pin the frames of messages already written
 	b.parts, b.times = b.parts[:0], b.times[:0]
