@@ -31,6 +31,9 @@ type Server struct {
 	limiter  *siteLimiter // nil when publishes are not rate-limited
 
 	draining atomic.Bool
+	// sendBufferPerConn is set when a listener could not take SO_SNDBUF
+	// for its connections (TLS), so each upgrade sets it.
+	sendBufferPerConn atomic.Bool
 	// open counts connections from the accepted upgrade to the end of
 	// their read loop; it enforces MaxConnections.
 	open atomic.Int64
@@ -119,6 +122,9 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
+	if !limitListenerSendBuffer(ln, s.cfg.SocketSendBufferBytes) {
+		s.sendBufferPerConn.Store(true)
+	}
 	err := s.http.Serve(ln)
 	if s.draining.Load() {
 		return nil
