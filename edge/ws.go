@@ -76,17 +76,23 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 }
 
 // upgrade runs on the hijacked connection: gws writes the 101, then the
-// connection gets its actor and its own read goroutine. fasthttp keeps the
-// connection open after this returns (KeepHijackedConns), which frees its
-// request context instead of pinning it for the connection's lifetime.
+// connection gets its actor and its own read goroutine. The connection is
+// detached from fasthttp first, which then frees its request context and
+// reader when this returns instead of pinning them for the connection's
+// lifetime.
 func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote string) {
-	// Read the raw connection, not through fasthttp's 4 KiB request reader:
-	// that reader would stay pinned for the connection's lifetime. A client
-	// must wait for the 101 before sending frames (RFC 6455 4.1), so the
-	// request reader holds nothing more of this connection.
+	// Read the raw connection, not through fasthttp's request reader, which
+	// goes back to its pool. A client must wait for the 101 before sending
+	// frames (RFC 6455 4.1), so that reader holds nothing more of this
+	// connection.
 	if u, ok := nc.(interface{ UnsafeConn() net.Conn }); ok {
 		nc = u.UnsafeConn()
 	}
+	d, ok := nc.(detacher)
+	if !ok {
+		panic("BUG: edge: a hijacked connection that Serve did not wrap")
+	}
+	nc = d.detach()
 	if s.sendBufferPerConn.Load() {
 		limitSendBuffer(nc, s.cfg.SocketSendBufferBytes)
 	}
@@ -96,7 +102,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 	socket, err := s.upgrader.UpgradeFromConn(nc, br, req)
 	upgradeRequests.Put(req)
 	if err != nil {
-		// fasthttp leaves a hijacked connection to us (KeepHijackedConns).
+		// Detached: fasthttp's Close leaves it to us.
 		_ = nc.Close()
 		s.open.Add(-1)
 		s.metrics.ConnectionRejected(telemetry.RejectBadRequest)
