@@ -79,3 +79,30 @@ func FuzzCheckSubscribe(f *testing.F) {
 		}
 	})
 }
+
+// FuzzDecodeObject checks that scanFlat, the fast path of decodeObject,
+// decodes every input it takes exactly as the strict decoder does, so that
+// it can change no verdict.
+func FuzzDecodeObject(f *testing.F) {
+	for _, s := range []string{
+		mustJSON(f, basePayload), mustJSON(f, baseHeader), `{}`, ` { } `, `{"sub":null}`,
+		`{"sub":"a","sub":"b"}`, `{"x":1,"x":2,"exp":0}`, `{"iat":01}`, `{"exp":1.5}`,
+		`{"sub":"\u0061"}`, `{"s\u0075b":"a"}`, `{"sub":"é"}`, `{"a":{"sub":"x"}}`, `{"sub":true,"dash":false}`,
+	} {
+		f.Add(s)
+	}
+	f.Fuzz(func(t *testing.T, in string) {
+		for _, known := range [][]string{claimKeys, headerKeys} {
+			fast := object{known: known}
+			if !scanFlat([]byte(in), &fast) {
+				continue
+			}
+			strict, err := decodeObjectStrict([]byte(in), known)
+			require.NoError(t, err, "scanFlat took %q", in)
+			for i := range known {
+				assert.Equal(t, string(strict.vals[i]), string(fast.vals[i]), "%s of %q", known[i], in)
+				assert.Equal(t, strict.vals[i] == nil, fast.vals[i] == nil, "%s of %q", known[i], in)
+			}
+		}
+	})
+}

@@ -2,12 +2,13 @@ package auth
 
 import (
 	"bytes"
+	"crypto/sha512"
 	"encoding/base64"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"slices"
 	"strconv"
-	"strings"
+	"sync"
 	"time"
 	"unicode"
 	"unicode/utf8"
@@ -102,35 +103,40 @@ func (v *Verifier) Verify(token string, want Role, now time.Time) (Claims, error
 	// The header is checked here (the library would report a disallowed
 	// alg as a signature error, and it must be ErrAlgorithm), then the
 	// signature, then the claims: attacker-controlled JSON is decoded only
-	// once it is authenticated, and only once (the library's
-	// ParseWithClaims would decode header and claims a second time, which
-	// measured as a fifth of a connect's CPU).
-	secret, err := v.headerKey(token)
+	// once it is authenticated, and only once. Everything is decoded into
+	// pooled scratch memory, so that a valid token costs only the strings
+	// of its claims (garbage per connect is GC work and memory headroom).
+	if err := checkShape(token); err != nil {
+		return Claims{}, err
+	}
+	s := getScratch(len(token))
+	defer putScratch(s)
+	tok := append(s.buf[:0], token...)
+	s.buf = tok
+	dot1 := bytes.IndexByte(tok, '.')
+	dot2 := bytes.LastIndexByte(tok, '.')
+	key, err := v.headerKey(s, tok[:dot1])
 	if err != nil {
 		return Claims{}, err
 	}
-	signed, sig64 := token[:strings.LastIndexByte(token, '.')], token[strings.LastIndexByte(token, '.')+1:]
 	// Encoding first (a token that is not base64url is malformed, whatever
 	// its signature), then the MAC.
-	_, payload64, _ := strings.Cut(signed, ".")
-	payload, err := base64.RawURLEncoding.Strict().DecodeString(payload64)
+	payload, err := s.decode(tok[dot1+1 : dot2])
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: payload is not base64url", ErrMalformed)
 	}
-	sig, err := base64.RawURLEncoding.Strict().DecodeString(sig64)
+	sig, err := s.decode(tok[dot2+1:])
 	if err != nil {
 		return Claims{}, fmt.Errorf("%w: signature is not base64url", ErrMalformed)
 	}
-	// The library compares MACs with hmac.Equal, in constant time
-	// (SigningMethodHMAC.Verify in jwt/v5 v5.3.1 hmac.go).
-	if err := jwt.SigningMethodHS512.Verify(signed, sig, secret); err != nil {
+	if !v.Keys.verifyMAC(key, tok[:dot2], sig, s) {
 		return Claims{}, ErrSignature
 	}
-	var raw rawClaims
-	if err := raw.UnmarshalJSON(payload); err != nil {
+	o, err := decodeObject(payload, claimKeys)
+	if err != nil {
 		return Claims{}, fmt.Errorf("%w: payload: %v", ErrMalformed, err)
 	}
-	c, err := raw.claims()
+	c, err := claimsOf(&o)
 	if err != nil {
 		return Claims{}, err
 	}
@@ -146,9 +152,8 @@ func (v *Verifier) Verify(token string, want Role, now time.Time) (Claims, error
 	return c, nil
 }
 
-// headerKey checks the token's header and returns the secret its kid
-// selects.
-func (v *Verifier) headerKey(token string) ([]byte, error) {
+// checkShape checks that token is three base64url segments.
+func checkShape(token string) error {
 	dots := 0
 	for i := 0; i < len(token); i++ {
 		switch c := token[i]; {
@@ -157,39 +162,44 @@ func (v *Verifier) headerKey(token string) ([]byte, error) {
 		case !isBase64URL(c):
 			// Go's base64 decoders skip '\r' and '\n'; refusing them (and
 			// padding) here leaves each token exactly one spelling.
-			return nil, fmt.Errorf("%w: byte 0x%02x outside base64url", ErrMalformed, c)
+			return fmt.Errorf("%w: byte 0x%02x outside base64url", ErrMalformed, c)
 		}
 	}
 	if dots != 2 {
-		return nil, fmt.Errorf("%w: want 3 segments", ErrMalformed)
+		return fmt.Errorf("%w: want 3 segments", ErrMalformed)
 	}
-	seg, _, _ := strings.Cut(token, ".")
-	b, err := base64.RawURLEncoding.Strict().DecodeString(seg)
+	return nil
+}
+
+// headerKey checks the token's header (its first segment, base64url) and
+// returns the index of the key its kid selects.
+func (v *Verifier) headerKey(s *scratch, seg []byte) (int, error) {
+	b, err := s.decode(seg)
 	if err != nil {
-		return nil, fmt.Errorf("%w: header is not base64url", ErrMalformed)
+		return 0, fmt.Errorf("%w: header is not base64url", ErrMalformed)
 	}
-	h, err := decodeObject(b, "alg", "kid", "crit")
+	h, err := decodeObject(b, headerKeys)
 	if err != nil {
-		return nil, fmt.Errorf("%w: header: %v", ErrMalformed, err)
+		return 0, fmt.Errorf("%w: header: %v", ErrMalformed, err)
 	}
-	if alg, ok := h.str("alg"); !ok || alg != algHS512 {
-		return nil, fmt.Errorf("%w: want alg HS512", ErrAlgorithm)
+	if alg, ok := h.str("alg"); !ok || string(alg) != algHS512 {
+		return 0, fmt.Errorf("%w: want alg HS512", ErrAlgorithm)
 	}
 	// RFC 7515 4.1.11: a token whose crit names extensions we do not
 	// implement (we implement none) must be rejected.
-	if _, ok := h["crit"]; ok {
-		return nil, fmt.Errorf("%w: crit header not supported", ErrMalformed)
+	if h.get("crit") != nil {
+		return 0, fmt.Errorf("%w: crit header not supported", ErrMalformed)
 	}
-	_, hasKid := h["kid"]
+	hasKid := h.get("kid") != nil
 	kid, ok := h.str("kid")
 	if hasKid && !ok {
-		return nil, fmt.Errorf("%w: kid is not a string", ErrMalformed)
+		return 0, fmt.Errorf("%w: kid is not a string", ErrMalformed)
 	}
-	secret, ok := v.Keys.lookup(kid, hasKid)
+	i, ok := v.Keys.lookup(kid, hasKid)
 	if !ok {
-		return nil, fmt.Errorf("%w: %q", ErrUnknownKey, truncate(kid, maxKeyIDLen))
+		return 0, fmt.Errorf("%w: %q", ErrUnknownKey, truncate(string(kid), maxKeyIDLen))
 	}
-	return secret, nil
+	return i, nil
 }
 
 func isBase64URL(c byte) bool {
@@ -317,57 +327,6 @@ func truncate(s string, n int) string {
 	return s
 }
 
-// rawClaims receives the payload. It keeps the raw JSON of each claim so
-// that wrong types are reported as ErrClaims rather than as a decoding
-// failure.
-type rawClaims struct {
-	m object
-}
-
-// UnmarshalJSON implements json.Unmarshaler.
-func (r *rawClaims) UnmarshalJSON(b []byte) error {
-	m, err := decodeObject(b, "sub", "site", "dash", "role", "iat", "exp", "nbf")
-	r.m = m
-	return err
-}
-
-// claims converts the JSON types; checkClaims checks the values.
-func (r *rawClaims) claims() (Claims, error) {
-	var c Claims
-	var ok bool
-	for _, f := range []struct {
-		name string
-		dst  *string
-	}{{"sub", &c.Subject}, {"site", &c.Site}, {"dash", &c.Dash}, {"role", (*string)(&c.Role)}} {
-		if _, present := r.m[f.name]; !present {
-			continue
-		}
-		if *f.dst, ok = r.m.str(f.name); !ok {
-			return Claims{}, fmt.Errorf("%w: %s is not a string", ErrClaims, f.name)
-		}
-		if *f.dst == "" {
-			// Not "missing": an empty optional dash must not pass as absent,
-			// since Mint would never write one.
-			return Claims{}, fmt.Errorf("%w: empty %s", ErrClaims, f.name)
-		}
-	}
-	for _, f := range []struct {
-		name string
-		dst  *time.Time
-	}{{"iat", &c.IssuedAt}, {"exp", &c.ExpiresAt}, {"nbf", &c.NotBefore}} {
-		raw, present := r.m[f.name]
-		if !present {
-			continue
-		}
-		sec, ok := numericDate(raw)
-		if !ok {
-			return Claims{}, fmt.Errorf("%w: %s is not an integer in [0, %d]", ErrClaims, f.name, maxNumericDate)
-		}
-		*f.dst = time.Unix(sec, 0).UTC()
-	}
-	return c, nil
-}
-
 // numericDate parses a JSON number of whole seconds. Fractions and
 // exponents are refused: the issuers we know write integers, and Mint could
 // not reproduce anything else.
@@ -384,133 +343,106 @@ func numericDate(raw json.RawMessage) (int64, bool) {
 	return n, err == nil && n <= maxNumericDate
 }
 
-// object is a decoded JSON object whose values are left raw. A JSON null
-// counts as absent.
-type object map[string]json.RawMessage
-
-// decodeObject decodes a JSON object, matching keys exactly and refusing a
-// known key given twice: encoding/json would match "SUB" to "sub" and keep
-// the last duplicate, and two parsers that disagree on such details are a
-// classic way to smuggle claims.
-func decodeObject(b []byte, known ...string) (object, error) {
-	// Fast path: a plain map keeps keys exactly as written (no case
-	// folding), and when it holds as many keys as the object has members
-	// no key was repeated. Only an object with a repeated key takes the
-	// slow path, which tells a repeated known key (refused) from a repeated
-	// unknown one (ignored).
-	var all map[string]json.RawMessage
-	if err := json.Unmarshal(b, &all); err == nil && all != nil && len(all) == topLevelMembers(b) {
-		m := make(object, len(known))
-		for _, k := range known {
-			if raw, ok := all[k]; ok && string(raw) != "null" {
-				m[k] = raw
-			}
-		}
-		return m, nil
-	}
-	return decodeObjectStrict(b, known...)
-}
-
-// topLevelMembers counts the members of a valid JSON object: the commas
-// outside strings and nested values, plus one.
-func topLevelMembers(b []byte) int {
-	depth, commas, inString, escaped, empty := 0, 0, false, false, true
-	for _, c := range b {
-		switch {
-		case inString:
-			switch {
-			case escaped:
-				escaped = false
-			case c == '\\':
-				escaped = true
-			case c == '"':
-				inString = false
-			}
-			continue
-		case c == '"':
-			inString = true
-		case c == '{' || c == '[':
-			depth++
-			continue
-		case c == '}' || c == ']':
-			depth--
-			continue
-		case c == ',' && depth == 1:
-			commas++
-		}
-		if depth == 1 && c != ' ' && c != '\t' && c != '\n' && c != '\r' {
-			empty = false
-		}
-	}
-	if empty {
-		return 0
-	}
-	return commas + 1
-}
-
-// decodeObjectStrict is decodeObject token by token.
-func decodeObjectStrict(b []byte, known ...string) (object, error) {
-	if !json.Valid(b) {
-		return nil, errors.New("invalid JSON")
-	}
-	dec := json.NewDecoder(bytes.NewReader(b))
-	if t, err := dec.Token(); err != nil || t != json.Delim('{') {
-		return nil, errors.New("not a JSON object")
-	}
-	m := make(object, len(known))
-	for dec.More() {
-		t, err := dec.Token()
+// claimsOf converts the JSON types of the decoded claims; checkClaims
+// checks the values. The strings are copied out of o, whose memory is
+// reused by the next Verify.
+func claimsOf(o *object) (Claims, error) {
+	var c Claims
+	var role string
+	var errs [7]error
+	c.Subject, errs[0] = claimString(o, "sub")
+	c.Site, errs[1] = claimString(o, "site")
+	c.Dash, errs[2] = claimString(o, "dash")
+	role, errs[3] = claimString(o, "role")
+	c.Role = Role(role)
+	c.IssuedAt, errs[4] = claimDate(o, "iat")
+	c.ExpiresAt, errs[5] = claimDate(o, "exp")
+	c.NotBefore, errs[6] = claimDate(o, "nbf")
+	for _, err := range errs {
 		if err != nil {
-			return nil, err
-		}
-		key, _ := t.(string) // keys of a valid object are strings
-		var raw json.RawMessage
-		if err := dec.Decode(&raw); err != nil {
-			return nil, err
-		}
-		isKnown := false
-		for _, k := range known {
-			if key == k {
-				isKnown = true
-				break
-			}
-		}
-		if !isKnown {
-			continue
-		}
-		if _, dup := m[key]; dup {
-			return nil, fmt.Errorf("%q given twice", key)
-		}
-		if string(raw) == "null" {
-			// Remember it was seen, for the duplicate check, then forget it.
-			m[key] = nil
-			continue
-		}
-		m[key] = raw
-	}
-	for k, v := range m {
-		if v == nil {
-			delete(m, k)
+			return Claims{}, err
 		}
 	}
-	return m, nil
+	return c, nil
 }
 
-// str returns the string value of key; ok is false when it is absent or
-// not a string.
-func (o object) str(key string) (string, bool) {
-	raw, ok := o[key]
-	if !ok || len(raw) == 0 || raw[0] != '"' {
-		return "", false
+// claimString returns a string claim, "" when it is absent.
+func claimString(o *object, name string) (string, error) {
+	if o.get(name) == nil {
+		return "", nil
 	}
-	if !bytes.ContainsRune(raw, '\\') {
-		// raw is valid JSON, so a string without a backslash has no
-		// escapes: its bytes are the value.
-		return string(raw[1 : len(raw)-1]), true
+	v, ok := o.str(name)
+	if !ok {
+		return "", fmt.Errorf("%w: %s is not a string", ErrClaims, name)
 	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
-		return "", false
+	if len(v) == 0 {
+		// Not "missing": an empty optional dash must not pass as absent,
+		// since Mint would never write one.
+		return "", fmt.Errorf("%w: empty %s", ErrClaims, name)
 	}
-	return s, true
+	return internString(v), nil
+}
+
+// claimDate returns a NumericDate claim, the zero time when it is absent.
+func claimDate(o *object, name string) (time.Time, error) {
+	raw := o.get(name)
+	if raw == nil {
+		return time.Time{}, nil
+	}
+	sec, ok := numericDate(raw)
+	if !ok {
+		return time.Time{}, fmt.Errorf("%w: %s is not an integer in [0, %d]", ErrClaims, name, maxNumericDate)
+	}
+	return time.Unix(sec, 0).UTC(), nil
+}
+
+// internString returns b as a string, without allocating for the role
+// names every token carries.
+func internString(b []byte) string {
+	switch string(b) {
+	case string(RoleSubscribe):
+		return string(RoleSubscribe)
+	case string(RolePublish):
+		return string(RolePublish)
+	}
+	return string(b)
+}
+
+// maxPooledScratch bounds the scratch memory kept for reuse, so that a
+// Verifier configured for huge tokens does not pin it.
+const maxPooledScratch = 16 << 10
+
+// scratch is the working memory of one Verify: the token's bytes (base64
+// decoders and MACs take []byte), the decoded segments after them, and the
+// computed MAC.
+type scratch struct {
+	buf []byte
+	sum [sha512.Size]byte
+}
+
+var scratchPool = sync.Pool{New: func() any { return new(scratch) }}
+
+// getScratch returns a scratch whose buf can hold a token of n bytes and
+// its decoded segments (3/4 of that) without growing.
+func getScratch(n int) *scratch {
+	s := scratchPool.Get().(*scratch)
+	s.buf = slices.Grow(s.buf[:0], 2*n)
+	return s
+}
+
+func putScratch(s *scratch) {
+	if cap(s.buf) <= maxPooledScratch {
+		scratchPool.Put(s)
+	}
+}
+
+// base64URL is the strict base64url decoding: each token has one spelling.
+var base64URL = base64.RawURLEncoding.Strict()
+
+// decode appends the base64url decoding of seg to s.buf and returns it.
+func (s *scratch) decode(seg []byte) ([]byte, error) {
+	n := len(s.buf)
+	b, err := base64URL.AppendDecode(s.buf, seg)
+	s.buf = b
+	return b[n:], err
 }
