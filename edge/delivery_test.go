@@ -116,3 +116,28 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 	}
 	assert.Positive(t, r.Metric(t, "realtime_socket_writes_blocked_total"), "no write had to wait: the test proves nothing")
 }
+
+// Messages still go out after a ping whose write deadline has lapsed: a
+// relay that checked that deadline on its non-blocking writes dropped
+// every connection at its first message more than the write timeout after
+// a ping.
+func TestMessageAfterPingDeadlineLapsed(t *testing.T) {
+	const writeTimeout = 20 * time.Millisecond
+	r := testutil.StartRelay(t, func(c *edge.Config) {
+		c.SocketWriteTimeout = writeTimeout
+		c.Actors.PingInterval = 300 * time.Millisecond
+	})
+	c := r.Dial(t, r.SubscribeToken(t))
+	ch := testutil.Channel("after-ping")
+	c.Subscribe(1, ch)
+	pub := r.PublishToken(t)
+	for i := range 3 {
+		pings := c.Pings()
+		require.Eventually(t, func() bool { return c.Pings() > pings }, testutil.Wait, time.Millisecond)
+		time.Sleep(3 * writeTimeout) // the ping's deadline lapses; the next ping is far off
+		data := "after ping " + string(rune('a'+i))
+		r.Publish(t, pub, ch, "e", data)
+		assert.Equal(t, data, c.NextOp("msg").Data)
+	}
+	assert.Zero(t, r.Metric(t, `realtime_connections_closed_total{reason="write_error"}`))
+}

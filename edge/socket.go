@@ -31,6 +31,7 @@ type socket struct {
 	raw          syscall.RawConn // nil when writes cannot be non-blocking (TLS)
 	writeTimeout time.Duration
 	writeFD      func(fd uintptr) bool // s.writev, bound once, for raw.Write
+	controlFD    func(fd uintptr)      // the same for raw.Control
 
 	// gws is set once the upgrade succeeded, before any frame is written.
 	gws *gws.Conn
@@ -64,6 +65,7 @@ func newSocket(nc net.Conn, writeTimeout time.Duration) *socket {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
 			s.writeFD = s.writev
+			s.controlFD = func(fd uintptr) { s.writev(fd) }
 		}
 	}
 	return s
@@ -109,7 +111,7 @@ func (s *socket) TryWrite(parts [][]byte) (bool, error) {
 		return false, errSocketClosed
 	}
 	if s.pending != nil {
-		return false, nil // not reached: the outbox calls Write after a false
+		panic("BUG: edge: TryWrite before the rest of the last frame was written")
 	}
 	s.setFrameLocked(parts)
 	if s.raw == nil {
@@ -206,16 +208,23 @@ func (s *socket) flushPendingLocked() error {
 }
 
 // writevLocked writes pending with writev until it is all written, or,
-// unless wait, until the socket takes no more. Waiting honours the write
-// deadline.
+// unless wait, until the socket takes no more. Waiting honours a fresh
+// write deadline. Not waiting goes through raw.Control, not raw.Write:
+// Write would fail at once on the lapsed deadline of an earlier blocking
+// write (a ping's, say), and a non-blocking write needs no deadline.
 func (s *socket) writevLocked(wait bool) error {
-	if wait && !s.closing.Load() {
-		if err := s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
-			return err
-		}
-	}
 	s.wait, s.werr = wait, nil
-	err := s.raw.Write(s.writeFD)
+	var err error
+	if wait {
+		if !s.closing.Load() {
+			err = s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
+		}
+		if err == nil {
+			err = s.raw.Write(s.writeFD)
+		}
+	} else {
+		err = s.raw.Control(s.controlFD)
+	}
 	if err == nil {
 		err = s.werr
 	}

@@ -121,3 +121,22 @@ func TestFrameLengthEncodings(t *testing.T) {
 		s.releasePendingLocked()
 	}
 }
+
+// A non-blocking write works after the deadline of an earlier blocking
+// write (here a ping's) has lapsed: a lapsed deadline fails any write that
+// checks it, and writes often come long after the last ping.
+func TestSocketTryWriteAfterLapsedDeadline(t *testing.T) {
+	server, client := tcpPair(t)
+	const writeTimeout = 20 * time.Millisecond
+	s := newSocket(server, writeTimeout)
+	require.NoError(t, s.WritePing())
+	opcode, _, err := wsframe.ReadServerFrame(client)
+	require.NoError(t, err)
+	require.Equal(t, byte(0x9), opcode)
+	time.Sleep(3 * writeTimeout) // the ping's deadline lapses
+
+	done, err := s.TryWrite([][]byte{[]byte("after")})
+	require.NoError(t, err)
+	assert.True(t, done)
+	assert.Equal(t, []byte("after"), readFrame(t, client))
+}

@@ -57,13 +57,6 @@ type Relay struct {
 // config before it starts. It is shut down when the test ends.
 func StartRelay(t testing.TB, configure ...func(*edge.Config)) *Relay {
 	t.Helper()
-	return StartRelayListener(t, nil, configure...)
-}
-
-// StartRelayListener is StartRelay with the public listener passed through
-// wrap (nil means as is), for tests that tune the sockets it accepts.
-func StartRelayListener(t testing.TB, wrap func(net.Listener) net.Listener, configure ...func(*edge.Config)) *Relay {
-	t.Helper()
 	key, err := auth.GenerateKey("test")
 	require.NoError(t, err)
 	keys, err := auth.NewKeyring(key)
@@ -80,9 +73,6 @@ func StartRelayListener(t testing.TB, wrap func(net.Listener) net.Listener, conf
 	require.NoError(t, err)
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
-	if wrap != nil {
-		ln = wrap(ln)
-	}
 	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: Wait}
