@@ -17,6 +17,9 @@ var newline = []byte{'\n'}
 // that keeps receiving must not hold a channel actor in its flush.
 const maxInlineWrites = 4
 
+// maxIdleParts is the largest queue slice an idle outbox keeps for reuse.
+const maxIdleParts = 64
+
 // writeState says who, if anyone, is responsible for writing an outbox.
 type writeState uint8
 
@@ -223,6 +226,13 @@ func (o *outbox) nextLocked() *batch {
 	}
 	if (o.closed && o.closeCode == 0) || (o.frames == 0 && !o.ping) {
 		o.state = idle
+		// A burst's slices would otherwise stay with an idle connection.
+		if cap(b.parts) > maxIdleParts {
+			b.parts, b.times = nil, nil
+		}
+		if cap(o.parts) > maxIdleParts {
+			o.parts, o.times = nil, nil
+		}
 		return nil
 	}
 	// Swap the slices, so that a steady stream allocates none.
