@@ -91,6 +91,39 @@ func TestFanoutChild(t *testing.T) {
 	assert.Positive(t, res.Ratio.DeliveredPerSec)
 }
 
+// TestRampSmoke ramps to a cap with a latency bound every step meets, then
+// with one no step can meet: a failed step is run RampAttempts times
+// before the ramp gives up.
+func TestRampSmoke(t *testing.T) {
+	relay := testutil.StartRelay(t)
+	ramp := func(maxP99 time.Duration) bench.Result {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+		defer cancel()
+		cfg := smoke(bench.Config{Scenario: bench.ScenarioRamp, URL: "http://" + relay.Addr, Key: relay.Key,
+			RampFactor: 2, RampMaxRate: 200, MaxP99: maxP99})
+		cfg.Rate, cfg.Duration = 100, 500*time.Millisecond
+		res, err := bench.Run(ctx, cfg)
+		require.NoError(t, err)
+		assert.Zero(t, res.Lost)
+		return res
+	}
+
+	res := ramp(10 * time.Second) // -race on 2 cores: the bound is not the point here
+	require.Len(t, res.Steps, 2)
+	assert.True(t, res.Steps[0].Held, "%+v", res.Steps[0])
+	assert.True(t, res.Steps[1].Held, "%+v", res.Steps[1])
+	assert.InDelta(t, 200, res.CapacityRate, 0)
+
+	res = ramp(time.Nanosecond)
+	require.Len(t, res.Steps, 2, "the first step, and its second attempt")
+	for _, st := range res.Steps {
+		assert.False(t, st.Held)
+		assert.InDelta(t, 100, st.TargetRate, 0)
+		assert.Contains(t, st.Why, "p99")
+	}
+	assert.Zero(t, res.CapacityRate)
+}
+
 func TestConnectSmoke(t *testing.T) {
 	relay := testutil.StartRelay(t)
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
@@ -183,6 +216,7 @@ func TestConfigValidate(t *testing.T) {
 	f("negative reconnect rate", bench.Config{Scenario: bench.ScenarioChurn, ReconnectRate: -1})
 	f("no slow subscriber", bench.Config{Scenario: bench.ScenarioSlow, Subs: 5, SlowFraction: 0.1})
 	f("no fast subscriber", bench.Config{Scenario: bench.ScenarioSlow, Subs: 5, SlowFraction: 1})
+	f("no ramp attempt", bench.Config{Scenario: bench.ScenarioRamp, RampAttempts: -1})
 }
 
 func testKey(t *testing.T) auth.Key {

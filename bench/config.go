@@ -56,6 +56,7 @@ const (
 	defaultDialTimeout  = 10 * time.Second
 	defaultRampStart    = 100
 	defaultRampFactor   = 1.5
+	defaultRampAttempts = 2
 	defaultRampStep     = 5 * time.Second
 	defaultRampMaxP99   = 50 * time.Millisecond
 	defaultReconnect    = 1000
@@ -136,6 +137,10 @@ type Config struct {
 	RampFactor float64
 	// RampMaxRate stops the ramp at this rate. Zero means no cap.
 	RampMaxRate float64
+	// RampAttempts is how many times a ramp step may run before it counts
+	// as failed: on a shared machine one moment of someone else's load
+	// should not set the capacity. Zero means 2; 1 means no second try.
+	RampAttempts int
 
 	// ReconnectRate is churn's target reconnects per second over all
 	// subscriptions: each one reconnects every Channels*Subs/ReconnectRate.
@@ -186,6 +191,7 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.Hold, defaultHold)
 	defaults.Set(&c.SourceAddrs, defaultSourceAddrs)
 	defaults.Set(&c.RampFactor, defaultRampFactor)
+	defaults.Set(&c.RampAttempts, defaultRampAttempts)
 	defaults.Set(&c.DrainTimeout, defaultDrainTimeout)
 	defaults.Set(&c.ReconnectRate, defaultReconnect)
 	defaults.Set(&c.SlowFraction, defaultSlowFraction)
@@ -248,6 +254,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: batch must be positive", ErrConfig)
 	case c.SourceAddrs < 1 || c.SourceAddrs > 250:
 		return fmt.Errorf("%w: source addresses must be 1 to 250", ErrConfig)
+	case c.RampAttempts < 1:
+		return fmt.Errorf("%w: ramp attempts must be at least 1", ErrConfig)
 	case c.RampFactor <= 1:
 		return fmt.Errorf("%w: ramp factor must be above 1", ErrConfig)
 	case c.MaxP99 < 0 || c.MinRate < 0 || c.RampMaxRate < 0 || c.MaxP99Ratio < 0:

@@ -11,10 +11,12 @@ import (
 const heldShare = 0.95
 
 // ramp subscribes once, then publishes in steps of Duration at a rate
-// multiplied by RampFactor each step, until a step fails; the capacity is
-// the last rate held. A step holds when publishers reached the rate, every
-// delivery arrived before the drain timeout, no subscription was closed,
-// no publish failed and p99 stayed within MaxP99.
+// multiplied by RampFactor each step, until a step fails RampAttempts times
+// in a row; the capacity is the last rate held. A step holds when
+// publishers reached the rate, every delivery arrived before the drain
+// timeout, no subscription was closed, no publish failed and p99 stayed
+// within MaxP99. Every attempt is in the result's steps; loss fails the
+// run whatever the steps say.
 func (r *run) ramp(ctx context.Context) error {
 	r.setShape()
 	if err := r.subscribeAll(ctx); err != nil {
@@ -25,7 +27,9 @@ func (r *run) ramp(ctx context.Context) error {
 	var best *Step
 	var loadgen time.Duration
 	start := time.Now()
+	attempts := 0
 	for rate := r.cfg.Rate; ctx.Err() == nil; {
+		attempts++
 		r.lat.reset()
 		readErrs, pubErrs := r.ctr.readErrors.Load(), r.ctr.publishErrors.Load()
 		ph := r.publishPhase(ctx, rate, r.cfg.Duration)
@@ -60,8 +64,12 @@ func (r *run) ramp(ctx context.Context) error {
 		st.Held = st.Why == ""
 		r.res.Steps = append(r.res.Steps, st)
 		if !st.Held {
+			if attempts < r.cfg.RampAttempts {
+				continue
+			}
 			break
 		}
+		attempts = 0
 		best = &r.res.Steps[len(r.res.Steps)-1]
 		if r.cfg.RampMaxRate > 0 && rate >= r.cfg.RampMaxRate {
 			break

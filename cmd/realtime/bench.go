@@ -96,6 +96,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 	sourceAddrs := f.Int("source-addrs", 8, "loopback source addresses to dial from (127.0.0.2, .3, ...), when the target is on loopback")
 	rampFactor := f.Float64("ramp-factor", 1.5, "ramp: rate multiplier from one step to the next")
 	rampMax := f.Float64("ramp-max-rate", 0, "ramp: stop at this rate; 0 means no cap")
+	rampAttempts := f.Int("ramp-attempts", 2, "ramp: runs of a step before it counts as failed (1: no second try)")
 	reconnectRate := f.Float64("reconnect-rate", 1000, "churn: target reconnects per second, spread over all subscriptions")
 	slowFraction := f.Float64("slow-fraction", 0.1, "slow: share of each channel's subscribers that stop reading in the second phase")
 	maxP99Ratio := f.Float64("max-p99-ratio", 2, "slow: fail when the fast subscribers' p99 with slow ones is above this times their p99 without")
@@ -131,6 +132,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 		SourceAddrs:   *sourceAddrs,
 		RampFactor:    *rampFactor,
 		RampMaxRate:   *rampMax,
+		RampAttempts:  *rampAttempts,
 		MaxP99:        *maxP99,
 		MinRate:       *minRate,
 		DrainTimeout:  *drain,
