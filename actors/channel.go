@@ -31,7 +31,8 @@ type channelState struct {
 	incarnations int
 	// inflight is the sender of the publish being handled, so that the
 	// publisher gets an answer even when handling it crashes the actor.
-	inflight *actor.PID
+	inflight      *actor.PID
+	inflightIndex int
 	// idleTimer is the pending idle check, nil when none. It lives here so
 	// that a restart does not start a second chain of checks.
 	idleTimer *time.Timer
@@ -105,7 +106,7 @@ func (c *channel) started(ctx actor.Context) {
 	}
 	c.cfg.Metrics.ChannelRestarts.Inc()
 	if st.inflight != nil {
-		ctx.Send(st.inflight, &publishResult{Err: errUnavailable})
+		ctx.Send(st.inflight, &publishResult{Index: st.inflightIndex, Err: errUnavailable})
 		st.inflight = nil
 	}
 	// A flushNow that was in flight may have been the message that crashed.
@@ -120,13 +121,13 @@ func (c *channel) started(ctx actor.Context) {
 
 func (c *channel) publish(ctx actor.Context, m *publish) {
 	st := c.state
-	st.inflight = ctx.Sender()
+	st.inflight, st.inflightIndex = ctx.Sender(), m.Index
 	offset, frame, dup, err := c.history.Append(c.cfg.Now(), m.IdempotencyKey, func(offset uint64) []byte {
 		return protocol.AppendMsg(nil, m.Channel, m.Event, m.Data, offset)
 	})
 	if err != nil {
 		c.log.Error("history append failed", "err", err)
-		ctx.Respond(&publishResult{Err: errUnavailable})
+		ctx.Respond(&publishResult{Index: m.Index, Err: errUnavailable})
 		st.inflight = nil
 		return
 	}
@@ -139,7 +140,7 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		}
 		c.scheduleFlush(ctx)
 	}
-	ctx.Respond(&publishResult{Epoch: c.history.Epoch(), Offset: offset, Duplicate: dup})
+	ctx.Respond(&publishResult{Index: m.Index, Epoch: c.history.Epoch(), Offset: offset, Duplicate: dup})
 	st.inflight = nil
 }
 

@@ -108,3 +108,38 @@ func BenchmarkFanout(b *testing.B) {
 		})
 	}
 }
+
+// BenchmarkPublishBatch measures a batch of 50 publishes to 50 channels of
+// one subscriber each, the shape of a batch publish across many channels:
+// the cost per publish of the registry, the channel actors and the answers
+// (socket writes are free here). ns/op is per batch.
+func BenchmarkPublishBatch(b *testing.B) {
+	const channels = 50
+	h := newBenchHub(b)
+	defer h.Stop(b.Context())
+	var frames, writes atomic.Int64
+	claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
+	batch := make([]Publication, channels)
+	data := string(make([]byte, 64))
+	for i := range batch {
+		ch := "site/dash/g" + strconv.Itoa(i)
+		c := h.Connect(ConnParams{Claims: claims, Socket: countingSocket{&frames, &writes}})
+		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch})
+		batch[i] = Publication{Channel: ch, Event: "e", Data: data}
+	}
+	waitFor(b, &frames, channels) // every ack written
+	frames.Store(0)
+	b.ReportAllocs()
+	b.ResetTimer()
+	n := 0
+	for b.Loop() {
+		_, errs := h.PublishBatch(batch)
+		for _, err := range errs {
+			if err != nil {
+				b.Fatal(err)
+			}
+		}
+		n++
+	}
+	waitFor(b, &frames, int64(n*channels))
+}

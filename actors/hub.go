@@ -71,48 +71,41 @@ func (h *Hub) PingInterval() time.Duration { return h.cfg.PingInterval }
 // Publish appends p to its channel and fans it out, waiting for the channel's
 // answer. The caller has already validated and authorized p.
 func (h *Hub) Publish(p Publication) (PublishResult, error) {
-	return h.await(h.request(p))
+	results, errs := h.PublishBatch([]Publication{p})
+	return results[0], errs[0]
 }
 
 // PublishBatch publishes ps concurrently across channels (in order within a
 // channel) and returns one result or error per publication, in order.
 func (h *Hub) PublishBatch(ps []Publication) ([]PublishResult, []error) {
-	futures := make([]*actor.Future, len(ps))
+	now := time.Now()
+	msgs := make([]publish, len(ps))
+	ptrs := make([]*publish, len(ps))
 	for i, p := range ps {
-		futures[i] = h.request(p)
+		at := p.ReceivedAt
+		if at.IsZero() {
+			at = now
+		}
+		msgs[i] = publish{
+			Channel: p.Channel, Event: p.Event, Data: p.Data,
+			IdempotencyKey: p.IdempotencyKey, ReceivedAt: at.UnixNano(),
+		}
+		ptrs[i] = &msgs[i]
 	}
+	answers := publishAll(h.system, h.registry, ptrs, h.cfg.PublishTimeout)
 	results := make([]PublishResult, len(ps))
 	errs := make([]error, len(ps))
-	for i, f := range futures {
-		results[i], errs[i] = h.await(f)
+	for i, r := range answers {
+		switch {
+		case r == nil:
+			errs[i] = fmt.Errorf("%w: no answer within %v", ErrUnavailable, h.cfg.PublishTimeout)
+		case r.Err != "":
+			errs[i] = ErrUnavailable
+		default:
+			results[i] = PublishResult{Epoch: r.Epoch, Offset: r.Offset, Duplicate: r.Duplicate}
+		}
 	}
 	return results, errs
-}
-
-func (h *Hub) request(p Publication) *actor.Future {
-	at := p.ReceivedAt
-	if at.IsZero() {
-		at = time.Now()
-	}
-	return h.system.Root.RequestFuture(h.registry, &publish{
-		Channel: p.Channel, Event: p.Event, Data: p.Data,
-		IdempotencyKey: p.IdempotencyKey, ReceivedAt: at.UnixNano(),
-	}, h.cfg.PublishTimeout)
-}
-
-func (h *Hub) await(f *actor.Future) (PublishResult, error) {
-	res, err := f.Result()
-	if err != nil {
-		return PublishResult{}, fmt.Errorf("%w: %w", ErrUnavailable, err)
-	}
-	r, ok := res.(*publishResult)
-	if !ok {
-		panic(fmt.Sprintf("BUG: publish answered with %T", res))
-	}
-	if r.Err != "" {
-		return PublishResult{}, ErrUnavailable
-	}
-	return PublishResult{Epoch: r.Epoch, Offset: r.Offset, Duplicate: r.Duplicate}, nil
 }
 
 // Conn is the edge's handle on a connection actor. Its methods only send

@@ -26,6 +26,8 @@ type publish struct {
 	// ReceivedAt is when the edge received the request, in Unix nanoseconds,
 	// for the publish-to-write latency histogram.
 	ReceivedAt int64
+	// Index is the publish's place in its request, echoed in the answer.
+	Index int
 }
 
 // errUnavailable is publishResult.Err for a message the channel could not
@@ -34,6 +36,7 @@ const errUnavailable = "unavailable"
 
 // publishResult answers a publish.
 type publishResult struct {
+	Index     int // the publish's Index
 	Epoch     string
 	Offset    uint64
 	Duplicate bool
