@@ -27,13 +27,22 @@ type replies struct {
 // SendUserMessage takes a channel's answer; it implements actor.Process.
 func (r *replies) SendUserMessage(_ *actor.PID, message any) {
 	_, msg, _ := actor.UnwrapEnvelope(message)
-	res, ok := msg.(*publishResult)
-	if !ok {
-		return // a dead letter: the timeout answers for it
-	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if r.closed || res.Index < 0 || res.Index >= len(r.results) || r.results[res.Index] != nil {
+	if _, dead := msg.(*actor.DeadLetterResponse); dead {
+		// The registry is gone (the hub is stopping): no answer will come,
+		// so fail what is unanswered now rather than at the timeout.
+		if !r.closed && r.left > 0 {
+			r.left = 0
+			close(r.done)
+		}
+		return
+	}
+	res, ok := msg.(*publishResult)
+	if !ok {
+		return
+	}
+	if r.closed || r.left == 0 || res.Index < 0 || res.Index >= len(r.results) || r.results[res.Index] != nil {
 		return
 	}
 	r.results[res.Index] = res
@@ -52,6 +61,9 @@ func (r *replies) Stop(*actor.PID) {}
 // timeout, for every answer. A publication left unanswered (its channel
 // is stuck, or the hub is stopping) has a nil result.
 func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, timeout time.Duration) []*publishResult {
+	if len(ps) == 0 {
+		return nil
+	}
 	r := &replies{results: make([]*publishResult, len(ps)), left: len(ps), done: make(chan struct{})}
 	pid, _ := system.ProcessRegistry.Add(r, "replies"+system.ProcessRegistry.NextId())
 	defer system.ProcessRegistry.Remove(pid)
