@@ -6,7 +6,10 @@
 // Concurrency: fasthttp runs each request on its own goroutine; every
 // upgraded connection has one gws read goroutine, which decodes client
 // frames and hands them to the connection's actor (package actors), which
-// owns all per-connection state and does the writing. The Server itself
-// only keeps the set of open connections (guarded by mu) and a draining
-// flag (atomic), both for graceful shutdown.
+// owns all per-connection state. Writes come from whoever holds the
+// connection's writing turn in package actors (a channel actor, the
+// connection actor, or a writer goroutine); socket.go frames them itself
+// and serialises them, and gws's own writes, under the socket's mutex. The
+// Server itself only keeps the set of open connections (guarded by mu) and
+// a draining flag (atomic), both for graceful shutdown.
 package edge
