@@ -6,7 +6,6 @@ import (
 	"flag"
 	"fmt"
 	"io"
-	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -171,7 +170,7 @@ type benchOutput struct {
 
 // serveBaseline runs the baseline child of --baseline until SIGTERM.
 func serveBaseline(ctx context.Context, addr string) int {
-	ln, err := net.Listen("tcp", addr)
+	ln, err := listenTCP(addr) // as the relay's, for a like-for-like baseline
 	if err == nil {
 		err = loadgen.ServeBaseline(ctx, ln)
 	}

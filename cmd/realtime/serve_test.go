@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -189,4 +190,32 @@ func TestServeDev(t *testing.T) {
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusOK, resp.StatusCode)
 	assert.Equal(t, "hello", c.NextOp("msg").Data)
+}
+
+// The relay's listener hands out connections without TCP keepalive: the
+// WebSockets have their own pings.
+func TestListenerWithoutKeepalive(t *testing.T) {
+	ln, err := listenTCP("127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	accepted := make(chan net.Conn, 1)
+	go func() {
+		c, _ := ln.Accept()
+		accepted <- c
+	}()
+	c, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer c.Close()
+	sc := <-accepted
+	require.NotNil(t, sc)
+	defer sc.Close()
+	raw, err := sc.(*net.TCPConn).SyscallConn()
+	require.NoError(t, err)
+	var keepalive int
+	var serr error
+	require.NoError(t, raw.Control(func(fd uintptr) {
+		keepalive, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
+	}))
+	require.NoError(t, serr)
+	assert.Zero(t, keepalive)
 }
