@@ -24,7 +24,7 @@ const maxIdleParts = 64
 type writeState uint8
 
 const (
-	// idle: nothing is queued, or whoever queued it is about to kick.
+	// idle: nothing is queued and nobody is writing; the next push kicks.
 	idle writeState = iota
 	// kicked: something is queued and the pusher that set this state owes
 	// a flush; later pushes only queue, and go out with that flush.
