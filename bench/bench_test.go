@@ -100,8 +100,10 @@ func TestRampSmoke(t *testing.T) {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 		defer cancel()
 		cfg := smoke(bench.Config{Scenario: bench.ScenarioRamp, URL: "http://" + relay.Addr, Key: relay.Key,
-			RampFactor: 2, RampMaxRate: 200, MaxP99: maxP99})
-		cfg.Rate, cfg.Duration = 100, 500*time.Millisecond
+			RampFactor: 2, RampMaxRate: 80, MaxP99: maxP99})
+		// Rates a loaded 2-core machine holds under -race: a step also
+		// fails when the publishers fall below 95% of its rate.
+		cfg.Rate, cfg.Duration = 40, time.Second
 		res, err := bench.Run(ctx, cfg)
 		require.NoError(t, err)
 		assert.Zero(t, res.Lost)
@@ -112,13 +114,13 @@ func TestRampSmoke(t *testing.T) {
 	require.Len(t, res.Steps, 2)
 	assert.True(t, res.Steps[0].Held, "%+v", res.Steps[0])
 	assert.True(t, res.Steps[1].Held, "%+v", res.Steps[1])
-	assert.InDelta(t, 200, res.CapacityRate, 0)
+	assert.InDelta(t, 80, res.CapacityRate, 0)
 
 	res = ramp(time.Nanosecond)
 	require.Len(t, res.Steps, 2, "the first step, and its second attempt")
 	for _, st := range res.Steps {
 		assert.False(t, st.Held)
-		assert.InDelta(t, 100, st.TargetRate, 0)
+		assert.InDelta(t, 40, st.TargetRate, 0)
 		assert.Contains(t, st.Why, "p99")
 	}
 	assert.Zero(t, res.CapacityRate)
