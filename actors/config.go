@@ -86,6 +86,8 @@ type Config struct {
 	registry *actor.PID
 	// outboxes is set by New, for channels to reach their subscribers.
 	outboxes *directory
+	// root is set by New, for outboxes to tell their connection actors.
+	root *actor.RootContext
 }
 
 // Errors returned by Validate.

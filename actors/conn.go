@@ -97,7 +97,7 @@ func connProps(cfg *Config) *actor.Props {
 func (c *conn) init(ctx actor.Context, p *connInit) {
 	c.sock, c.remote, c.claims = p.Socket, p.RemoteAddr, p.Claims
 	c.subs = make(map[string]struct{})
-	c.out = newOutbox(c.cfg, p.Socket, ctx.Self(), ctx.ActorSystem().Root)
+	c.out = newOutbox(c.cfg, p.Socket, ctx.Self())
 	c.cfg.outboxes.add(ctx.Self().Id, c.out)
 	c.limiter = tokenBucket{
 		rate: c.cfg.SubscribeRate, burst: float64(c.cfg.SubscribeBurst),

@@ -58,6 +58,7 @@ func New(cfg Config) (*Hub, error) {
 		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	}))
 	cfg.outboxes = newDirectory()
+	cfg.root = system.Root
 	h := &Hub{cfg: &cfg, system: system}
 	h.connProps = connProps(h.cfg)
 	h.registry = system.Root.Spawn(registryProps(h.cfg))

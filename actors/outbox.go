@@ -50,13 +50,11 @@ const (
 // therefore measures exactly how far the client is behind its socket,
 // never how busy the server's own goroutines are.
 type outbox struct {
-	// Static after newOutbox.
-	sock      Socket
-	conn      *actor.PID // told about a write failure or an overflow
-	root      *actor.RootContext
-	metrics   *telemetry.Metrics
-	maxBytes  int
-	maxFrames int
+	// Static after newOutbox. The bounds and metrics come from cfg, which
+	// every outbox shares: each byte here is paid per connection.
+	sock Socket
+	conn *actor.PID // told about a write failure or an overflow
+	cfg  *Config
 
 	mu sync.Mutex
 	// Guarded by mu.
@@ -83,11 +81,8 @@ type outbox struct {
 	cur batch
 }
 
-func newOutbox(cfg *Config, sock Socket, conn *actor.PID, root *actor.RootContext) *outbox {
-	return &outbox{
-		sock: sock, conn: conn, root: root, metrics: cfg.Metrics,
-		maxBytes: cfg.SendQueueBytes, maxFrames: cfg.SendQueueMessages,
-	}
+func newOutbox(cfg *Config, sock Socket, conn *actor.PID) *outbox {
+	return &outbox{sock: sock, conn: conn, cfg: cfg}
 }
 
 // push queues a frame and reports whether the caller kicked the outbox and
@@ -102,10 +97,10 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 	if o.closed {
 		return false
 	}
-	if o.frames+1 > o.maxFrames || o.bytes+len(frame)+1 > o.maxBytes {
+	if o.frames+1 > o.cfg.SendQueueMessages || o.bytes+len(frame)+1 > o.cfg.SendQueueBytes {
 		o.closeLocked()
-		o.metrics.SlowConsumers.Inc()
-		o.root.Send(o.conn, &closeConn{Code: CloseSlowConsumer, Reason: telemetry.CloseSlow})
+		o.cfg.Metrics.SlowConsumers.Inc()
+		o.cfg.root.Send(o.conn, &closeConn{Code: CloseSlowConsumer, Reason: telemetry.CloseSlow})
 		return false
 	}
 	if o.frames > 0 {
@@ -182,9 +177,9 @@ func (o *outbox) flush() {
 			o.failed()
 			return
 		}
-		b.written(o.metrics)
+		b.written(o.cfg.Metrics)
 		if !done {
-			o.metrics.SocketWritesBlocked.Inc()
+			o.cfg.Metrics.SocketWritesBlocked.Inc()
 			go o.writeLoop(nil, true)
 			return
 		}
@@ -277,7 +272,7 @@ func (o *outbox) writeLoop(first *batch, pending bool) {
 			o.sock.Close(b.closeCode, b.closeTimeout)
 			return
 		}
-		if err := b.write(o.sock, o.metrics); err != nil {
+		if err := b.write(o.sock, o.cfg.Metrics); err != nil {
 			o.failed()
 			return
 		}
@@ -295,7 +290,7 @@ func (o *outbox) failed() {
 	if code != 0 {
 		o.sock.Close(code, timeout)
 	}
-	o.root.Send(o.conn, &writeFailed{})
+	o.cfg.root.Send(o.conn, &writeFailed{})
 }
 
 func (b *batch) write(sock Socket, m *telemetry.Metrics) error {

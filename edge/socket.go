@@ -30,8 +30,7 @@ type socket struct {
 	nc           net.Conn        // the raw connection (a *tls.Conn for TLS)
 	raw          syscall.RawConn // nil when writes cannot be non-blocking (TLS)
 	writeTimeout time.Duration
-	writeFD      func(fd uintptr) bool // s.writev, bound once, for raw.Write
-	controlFD    func(fd uintptr)      // the same for raw.Control
+	controlFD    func(fd uintptr) // s.writev for raw.Control, bound once: non-blocking writes are the common path
 
 	// gws is set once the upgrade succeeded, before any frame is written.
 	gws *gws.Conn
@@ -64,7 +63,6 @@ func newSocket(nc net.Conn, writeTimeout time.Duration) *socket {
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
-			s.writeFD = s.writev
 			s.controlFD = func(fd uintptr) { s.writev(fd) }
 		}
 	}
@@ -220,7 +218,7 @@ func (s *socket) writevLocked(wait bool) error {
 			err = s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
 		}
 		if err == nil {
-			err = s.raw.Write(s.writeFD)
+			err = s.raw.Write(s.writev) // rare: a method value per blocking write
 		}
 	} else {
 		err = s.raw.Control(s.controlFD)
