@@ -10,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/realtime-relay/realtime/internal/sockettest"
 	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
@@ -22,29 +23,10 @@ func readFrame(t *testing.T, r io.Reader) []byte {
 	return p
 }
 
-// tcpPair returns both ends of a real loopback TCP connection.
-func tcpPair(t *testing.T) (server, client *net.TCPConn) {
-	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	cc, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	sc := <-accepted
-	require.NotNil(t, sc)
-	t.Cleanup(func() { _ = sc.Close(); _ = cc.Close() })
-	return sc.(*net.TCPConn), cc.(*net.TCPConn)
-}
-
 // A frame larger than the kernel takes at once is left pending by TryWrite
 // and finished, intact and before the next frame, by Write.
 func TestSocketFinishesPartialWrite(t *testing.T) {
-	server, client := tcpPair(t)
+	server, client := sockettest.Pair(t)
 	// The relay's default send buffer; the client's receive buffer fixed
 	// small (tiny ones make loopback TCP crawl on delayed ACKs).
 	require.NoError(t, server.SetWriteBuffer(64<<10))
@@ -126,7 +108,7 @@ func TestFrameLengthEncodings(t *testing.T) {
 // write (here a ping's) has lapsed: a lapsed deadline fails any write that
 // checks it, and writes often come long after the last ping.
 func TestSocketTryWriteAfterLapsedDeadline(t *testing.T) {
-	server, client := tcpPair(t)
+	server, client := sockettest.Pair(t)
 	const writeTimeout = 20 * time.Millisecond
 	s := newSocket(server, writeTimeout)
 	require.NoError(t, s.WritePing())

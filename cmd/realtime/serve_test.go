@@ -24,6 +24,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/sockettest"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -198,24 +199,7 @@ func TestListenerWithoutKeepalive(t *testing.T) {
 	ln, err := listenTCP("127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
-	accepted := make(chan net.Conn, 1)
-	go func() {
-		c, _ := ln.Accept()
-		accepted <- c
-	}()
-	c, err := net.Dial("tcp", ln.Addr().String())
-	require.NoError(t, err)
-	defer c.Close()
-	sc := <-accepted
-	require.NotNil(t, sc)
-	defer sc.Close()
-	raw, err := sc.(*net.TCPConn).SyscallConn()
-	require.NoError(t, err)
-	var keepalive int
-	var serr error
-	require.NoError(t, raw.Control(func(fd uintptr) {
-		keepalive, serr = syscall.GetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
-	}))
-	require.NoError(t, serr)
+	server, _ := sockettest.Accept(t, ln)
+	keepalive := sockettest.IntOption(t, server, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
 	assert.Zero(t, keepalive)
 }
