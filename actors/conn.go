@@ -30,10 +30,11 @@ const (
 // concurrently with them.
 type Socket interface {
 	// TryWrite writes the concatenation of parts as one text frame without
-	// blocking. It reports done=false when the socket could not take all
-	// of it at once: the socket then keeps the rest (parts may be reused),
-	// and the next Write sends it first.
-	TryWrite(parts [][]byte) (done bool, err error)
+	// blocking. taken=false means another write holds the socket and
+	// nothing was taken: write parts with Write. done=false means the
+	// socket could not take all of it at once: it keeps the rest (parts
+	// may be reused), and the next Write sends it first.
+	TryWrite(parts [][]byte) (taken, done bool, err error)
 	// Write writes what an incomplete TryWrite left, then the concatenation
 	// of parts as one text frame (none when parts is empty), blocking until
 	// the socket takes it or its write timeout passes.

@@ -18,14 +18,13 @@ type countingSocket struct {
 	writes *atomic.Int64
 }
 
-func (s countingSocket) TryWrite(parts [][]byte) (bool, error) {
-	s.frames.Add(int64(len(parts)+1) / 2) // frames interleaved with newlines
-	s.writes.Add(1)
-	return true, nil
+func (s countingSocket) TryWrite(parts [][]byte) (taken, done bool, err error) {
+	return true, true, s.Write(parts)
 }
 func (s countingSocket) Write(parts [][]byte) error {
-	_, err := s.TryWrite(parts)
-	return err
+	s.frames.Add(int64(len(parts)+1) / 2) // frames interleaved with newlines
+	s.writes.Add(1)
+	return nil
 }
 func (s countingSocket) WritePing() error            { return nil }
 func (s countingSocket) Close(uint16, time.Duration) {}

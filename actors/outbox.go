@@ -172,17 +172,20 @@ func (o *outbox) flush() {
 			go o.writeLoop(b, false)
 			return
 		}
-		done, err := o.sock.TryWrite(b.parts)
-		if err != nil {
+		taken, done, err := o.sock.TryWrite(b.parts)
+		switch {
+		case err != nil:
 			o.failed()
+			return
+		case !taken: // the socket is busy with a blocking write
+			go o.writeLoop(b, false)
+			return
+		case !done:
+			o.cfg.Metrics.SocketWritesBlocked.Inc()
+			go o.writeLoop(b, true)
 			return
 		}
 		b.written(o.cfg.Metrics)
-		if !done {
-			o.cfg.Metrics.SocketWritesBlocked.Inc()
-			go o.writeLoop(nil, true)
-			return
-		}
 	}
 }
 
@@ -253,8 +256,8 @@ type batch struct {
 }
 
 // writeLoop is the writer goroutine. It owns the writing until the outbox
-// is empty: it writes what an incomplete TryWrite left (when pending),
-// then first (when not nil), then every batch queued meanwhile.
+// is empty: it writes first (or, when pending, finishes what TryWrite left
+// of it), then every batch queued meanwhile.
 func (o *outbox) writeLoop(first *batch, pending bool) {
 	b := first
 	if pending {
@@ -262,6 +265,7 @@ func (o *outbox) writeLoop(first *batch, pending bool) {
 			o.failed()
 			return
 		}
+		b.written(o.cfg.Metrics)
 		b = o.next()
 	}
 	for ; b != nil; b = o.next() {

@@ -24,7 +24,11 @@ import (
 // interleave on the wire.
 //
 // Concurrency: every write holds mu, so writes never overlap; Close may run
-// beside a blocked write, which its deadline then cuts short.
+// beside a blocked write, which its deadline then cuts short. TryWrite
+// never waits for mu: a blocking write holding it (gws's pong to a client
+// that does not read, say) must not hold up the channel that flushes.
+// The first failed write closes the socket for writing: a frame cut short
+// leaves nothing that could follow it on the wire.
 type socket struct {
 	// Static after newSocket.
 	nc           net.Conn        // the raw connection (a *tls.Conn for TLS)
@@ -32,17 +36,16 @@ type socket struct {
 	writeTimeout time.Duration
 	controlFD    func(fd uintptr) // s.writev for raw.Control, bound once: non-blocking writes are the common path
 
-	// gws is set once the upgrade succeeded, before any frame is written.
-	gws *gws.Conn
-
-	// closing is set by Close before it sets its own write deadline, which
-	// later writes must then keep.
-	closing atomic.Bool
+	// closeBy is Close's write deadline (Unix ns), 0 before Close: later
+	// blocking writes must not extend it.
+	closeBy atomic.Int64
 
 	mu sync.Mutex
 	// Guarded by mu.
-	upgraded bool // the 101 is written: every later write is a frame
-	closed   bool // a close frame is written: nothing may follow it
+	// gws is set once the 101 is written; every later write is a frame.
+	gws *gws.Conn
+	// closed: a close frame is written, or a write failed; no more writes.
+	closed bool
 	// hdr is the header of the frame being written. pending is what is
 	// left of that frame (hdr, then the parts); a TryWrite that could not
 	// finish leaves it for the next Write. held is the pooled slice that
@@ -86,7 +89,7 @@ func (w writeLocked) Write(p []byte) (int, error) {
 		return 0, err
 	}
 	// gws writes one whole frame per call; opcode 8 is a close.
-	if s.upgraded && len(p) > 0 && p[0]&0x0f == 0x8 {
+	if s.gws != nil && len(p) > 0 && p[0]&0x0f == 0x8 {
 		s.closed = true
 	}
 	if err := s.writeConnLocked(p); err != nil {
@@ -99,29 +102,28 @@ func (w writeLocked) Write(p []byte) (int, error) {
 func (s *socket) setUpgraded(c *gws.Conn) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	s.gws, s.upgraded = c, true
+	s.gws = c
 }
 
-func (s *socket) TryWrite(parts [][]byte) (bool, error) {
-	s.mu.Lock()
+func (s *socket) TryWrite(parts [][]byte) (taken, done bool, err error) {
+	if !s.mu.TryLock() {
+		return false, false, nil // another write holds the socket
+	}
 	defer s.mu.Unlock()
 	if s.closed {
-		return false, errSocketClosed
+		return false, false, errSocketClosed
 	}
 	if s.pending != nil {
 		panic("BUG: edge: TryWrite before the rest of the last frame was written")
 	}
 	s.setFrameLocked(parts)
 	if s.raw == nil {
-		return false, nil
+		return true, false, nil
 	}
 	if err := s.writevLocked(false); err != nil {
-		return false, err
+		return true, false, err
 	}
-	if s.pending != nil {
-		return false, nil
-	}
-	return true, nil
+	return true, s.pending == nil, nil
 }
 
 func (s *socket) Write(parts [][]byte) error {
@@ -155,9 +157,28 @@ func (s *socket) WritePing() error {
 // reading must not keep a goroutine (and the write lock) forever. The
 // deadline also cuts short a write stuck on the same client.
 func (s *socket) Close(code uint16, timeout time.Duration) {
-	s.closing.Store(true)
-	_ = s.nc.SetWriteDeadline(time.Now().Add(timeout))
+	by := time.Now().Add(timeout)
+	s.closeBy.Store(by.UnixNano())
+	_ = s.nc.SetWriteDeadline(by)
 	_ = s.gws.WriteClose(code, nil) // through writeLocked; gws then closes nc
+}
+
+// setDeadline gives a blocking write writeTimeout, or what is left of
+// Close's deadline when that is sooner. Close may store its deadline
+// between the load and the set here: looking again after the set keeps it.
+func (s *socket) setDeadline() error {
+	d := time.Now().Add(s.writeTimeout).UnixNano()
+	for {
+		if by := s.closeBy.Load(); by != 0 {
+			d = min(d, by)
+		}
+		if err := s.nc.SetWriteDeadline(time.Unix(0, d)); err != nil {
+			return err
+		}
+		if by := s.closeBy.Load(); by == 0 || by >= d {
+			return nil
+		}
+	}
 }
 
 // setFrameLocked makes parts, concatenated, the pending text frame.
@@ -178,7 +199,12 @@ func (s *socket) setFrameLocked(parts [][]byte) {
 		h = binary.BigEndian.AppendUint64(h, uint64(n))
 	}
 	s.held = iovecPool.Get().(*[][]byte)
-	s.pending = append(append((*s.held)[:0], h), parts...)
+	s.pending = append((*s.held)[:0], h)
+	for _, p := range parts {
+		if len(p) > 0 { // an empty iovec would never be consumed
+			s.pending = append(s.pending, p)
+		}
+	}
 }
 
 // flushPendingLocked writes what is pending, blocking.
@@ -214,10 +240,7 @@ func (s *socket) writevLocked(wait bool) error {
 	s.wait, s.werr = wait, nil
 	var err error
 	if wait {
-		if !s.closing.Load() {
-			err = s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout))
-		}
-		if err == nil {
+		if err = s.setDeadline(); err == nil {
 			err = s.raw.Write(s.writev) // rare: a method value per blocking write
 		}
 	} else {
@@ -230,6 +253,7 @@ func (s *socket) writevLocked(wait bool) error {
 	if err != nil || len(s.pending) == 0 {
 		s.releasePendingLocked()
 	}
+	s.closed = s.closed || err != nil
 	return err
 }
 
@@ -294,12 +318,11 @@ func (s *socket) releasePendingLocked() {
 // writeConnLocked writes p whole through the connection, waiting at most
 // writeTimeout (or, once Close has begun, until Close's deadline).
 func (s *socket) writeConnLocked(p []byte) error {
-	if !s.closing.Load() {
-		if err := s.nc.SetWriteDeadline(time.Now().Add(s.writeTimeout)); err != nil {
-			return err
-		}
+	err := s.setDeadline()
+	if err == nil {
+		_, err = s.nc.Write(p)
 	}
-	_, err := s.nc.Write(p)
+	s.closed = s.closed || err != nil
 	return err
 }
 

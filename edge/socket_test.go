@@ -35,8 +35,9 @@ func TestSocketFinishesPartialWrite(t *testing.T) {
 	require.NotNil(t, s.raw, "a TCP connection writes without blocking")
 
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB, far more than both buffers
-	done, err := s.TryWrite([][]byte{big[:100], big[100:]})
+	taken, done, err := s.TryWrite([][]byte{big[:100], big[100:]})
 	require.NoError(t, err)
+	require.True(t, taken)
 	require.False(t, done, "4 MiB cannot fit in the socket buffers of a client that is not reading")
 
 	got := make(chan [][]byte, 1)
@@ -60,7 +61,7 @@ func TestSocketFinishesPartialWrite(t *testing.T) {
 	go func() {
 		got <- [][]byte{readFrame(t, client)}
 	}()
-	done, err = s.TryWrite([][]byte{[]byte("small")})
+	_, done, err = s.TryWrite([][]byte{[]byte("small")})
 	require.NoError(t, err)
 	assert.True(t, done)
 	assert.Equal(t, [][]byte{[]byte("small")}, <-got)
@@ -74,8 +75,9 @@ func TestSocketWithoutFDDefersToWrite(t *testing.T) {
 	s := newSocket(server, 5*time.Second)
 	require.Nil(t, s.raw)
 
-	done, err := s.TryWrite([][]byte{[]byte(`{"op":"msg"}`), []byte("\n"), []byte(`{"op":"msg"}`)})
+	taken, done, err := s.TryWrite([][]byte{[]byte(`{"op":"msg"}`), []byte("\n"), []byte(`{"op":"msg"}`)})
 	require.NoError(t, err)
+	require.True(t, taken)
 	require.False(t, done)
 	got := make(chan []byte, 1)
 	go func() {
@@ -98,8 +100,11 @@ func TestFrameLengthEncodings(t *testing.T) {
 		}
 		assert.Len(t, hdr, want, "n=%d", n)
 		assert.Equal(t, byte(0x81), hdr[0])
-		got := readFrame(t, io.MultiReader(bytes.NewReader(hdr), bytes.NewReader(payload)))
-		assert.Len(t, got, n)
+		var wire []byte
+		for _, p := range s.pending { // what would be written, empty parts left out
+			wire = append(wire, p...)
+		}
+		assert.Equal(t, payload, readFrame(t, bytes.NewReader(wire)))
 		s.releasePendingLocked()
 	}
 }
@@ -117,8 +122,38 @@ func TestSocketTryWriteAfterLapsedDeadline(t *testing.T) {
 	require.Equal(t, byte(0x9), opcode)
 	time.Sleep(3 * writeTimeout) // the ping's deadline lapses
 
-	done, err := s.TryWrite([][]byte{[]byte("after")})
+	_, done, err := s.TryWrite([][]byte{[]byte("after")})
 	require.NoError(t, err)
 	assert.True(t, done)
 	assert.Equal(t, []byte("after"), readFrame(t, client))
+}
+
+// TryWrite never waits for the socket's lock: a blocking write holding it
+// (gws's pong to a client that does not read) must not hold up a channel's
+// flush. It takes nothing, and the caller writes with Write later.
+func TestSocketTryWriteDoesNotWaitForABusySocket(t *testing.T) {
+	server, client := sockettest.Pair(t)
+	s := newSocket(server, 5*time.Second)
+	s.mu.Lock() // a blocking write in progress
+	taken, done, err := s.TryWrite([][]byte{[]byte("later")})
+	require.NoError(t, err)
+	assert.False(t, taken)
+	assert.False(t, done)
+	s.mu.Unlock()
+	require.NoError(t, s.Write([][]byte{[]byte("later")}))
+	assert.Equal(t, []byte("later"), readFrame(t, client))
+}
+
+// A failed write ends writing on the socket: a frame cut short would turn
+// whatever followed it, a close frame included, into garbage.
+func TestSocketFailedWriteIsFinal(t *testing.T) {
+	server, _ := sockettest.Pair(t)
+	s := newSocket(server, 5*time.Second)
+	require.NoError(t, server.Close())
+	_, _, err := s.TryWrite([][]byte{[]byte("x")})
+	require.Error(t, err)
+	assert.ErrorIs(t, s.WritePing(), errSocketClosed)
+	assert.ErrorIs(t, s.Write([][]byte{[]byte("y")}), errSocketClosed)
+	_, err = writeLocked{server, s}.Write([]byte{0x8a, 0})
+	assert.ErrorIs(t, err, errSocketClosed)
 }
