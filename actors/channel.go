@@ -3,10 +3,12 @@ package actors
 import (
 	"log/slog"
 	"runtime"
+	"sync"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
 
+	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/protocol"
 )
 
@@ -164,7 +166,7 @@ func (c *channel) subscribe(ctx actor.Context, m *subscribe) {
 			if err != nil {
 				c.log.Error("history lookup failed", "err", err)
 			}
-			recovered, replay = ok && err == nil && fits(frames, m.MaxReplayBytes, m.MaxReplayMessages), frames
+			recovered, replay = ok && err == nil && c.cfg.replayFits(frames), frames
 		}
 		if recovered {
 			c.cfg.Metrics.ReplaysRecovered.Inc()
@@ -173,9 +175,10 @@ func (c *channel) subscribe(ctx actor.Context, m *subscribe) {
 			replay = nil
 		}
 	}
+	frame := protocol.AppendSubAck(nil, m.ID, st.name, h.Epoch(), h.Latest(), recovered)
 	// The ack, the replay and then live messages, all from this mailbox:
 	// in order, with no gap and no duplicate.
-	c.queue(out, protocol.AppendSubAck(nil, m.ID, st.name, h.Epoch(), h.Latest(), recovered), 0, false)
+	c.queue(out, frame, 0, false)
 	for _, f := range replay {
 		c.queue(out, f, 0, true)
 	}
@@ -187,7 +190,7 @@ func (c *channel) subscribe(ctx actor.Context, m *subscribe) {
 
 func (c *channel) unsubscribe(ctx actor.Context, m *unsubscribe) {
 	st := c.state
-	out := c.cfg.outboxes.lookup(m.Conn.Id)
+	var out *outbox
 	if i, ok := st.index[m.Conn.Id]; ok {
 		out = st.subs[i].out
 		last := len(st.subs) - 1
@@ -197,6 +200,9 @@ func (c *channel) unsubscribe(ctx actor.Context, m *unsubscribe) {
 		st.subs = st.subs[:last]
 		delete(st.index, m.Conn.Id)
 		c.cfg.Metrics.SubscriptionsOpen.Dec()
+	}
+	if m.Ack && out == nil {
+		out = c.cfg.outboxes.lookup(m.Conn.Id) // not subscribed here (yet)
 	}
 	if m.Ack && out != nil {
 		c.queue(out, protocol.AppendAck(nil, m.ID), 0, false)
@@ -233,21 +239,16 @@ func (c *channel) flush() {
 	st := c.state
 	st.flushPending = false
 	dirty := st.dirty
-	if chunk := max(len(dirty)/runtime.GOMAXPROCS(0)+1, minFlushChunk); len(dirty) > chunk {
-		st.dirty = make([]*outbox, 0, cap(dirty)) // dirty now belongs to the flushers
-		for i := chunk; i < len(dirty); i += chunk {
-			go flushAll(dirty[i:min(i+chunk, len(dirty))])
-		}
-		flushAll(dirty[:chunk])
-		return
+	chunk := max(len(dirty)/runtime.GOMAXPROCS(0)+1, minFlushChunk)
+	var wg sync.WaitGroup
+	for i := chunk; i < len(dirty); i += chunk {
+		wg.Go(func() { flushAll(dirty[i:min(i+chunk, len(dirty))]) })
 	}
-	for i, o := range dirty {
-		if o == nil {
-			continue // flushed before a crash in this loop
-		}
-		dirty[i] = nil // never flushed twice, even if this crashes
-		o.flush()
-	}
+	// A crash here keeps dirty for the restart's flush: flushing an
+	// outbox twice is harmless (see outbox.flush).
+	flushAll(dirty[:min(chunk, len(dirty))])
+	wg.Wait()
+	clear(dirty)
 	st.dirty = dirty[:0]
 }
 
@@ -296,14 +297,22 @@ func (c *Config) idleCheck() time.Duration {
 	return min(max(c.History.Retention/4, 10*time.Millisecond), 15*time.Second)
 }
 
-// fits reports whether frames stay within a subscriber's queue bounds.
-func fits(frames [][]byte, maxBytes, maxMessages int) bool {
-	if len(frames) > maxMessages {
+// replayFits reports whether a replay, and the ack before it, fit an empty
+// outbound queue: a longer one is answered recovered=false (refetch)
+// rather than cutting the subscriber off with 4008. maxAckBytes covers the
+// ack, whose size the channel name and epoch bound.
+func (c *Config) replayFits(frames [][]byte) bool {
+	if len(frames)+1 > c.SendQueueMessages {
 		return false
 	}
-	n := 0
+	n := maxAckBytes
 	for _, f := range frames {
 		n += len(f) + 1
 	}
-	return n <= maxBytes
+	return n <= c.SendQueueBytes
 }
+
+// maxAckBytes bounds a sub ack: op, id, a channel name of at most
+// auth.MaxChannelLen bytes (JSON-escaped, at most six bytes each), epoch,
+// offset and recovered.
+const maxAckBytes = 6*auth.MaxChannelLen + 128

@@ -60,7 +60,6 @@ type ConnParams struct {
 type conn struct {
 	// Static after construction.
 	cfg    *Config
-	sock   Socket
 	remote string
 
 	// Owned by the actor.
@@ -71,9 +70,9 @@ type conn struct {
 	forbidden int
 	limiter   tokenBucket
 	timerGen  uint64 // bumped on refresh to disarm the old token timer
-	// tokenTimer fires the expiring warning, then the expiry; pingTimer the
-	// pings. Two timers, reused, because every byte here is paid per idle
-	// connection.
+	// tokenTimer fires the expiring warning, then the expiry (each arming
+	// replaces it); pingTimer the pings. Two timers, not three, because
+	// every byte here is paid per idle connection.
 	tokenTimer *time.Timer
 	pingTimer  *time.Timer
 }
@@ -96,7 +95,7 @@ func connProps(cfg *Config) *actor.Props {
 
 // init sets the connection up from its parameters and starts its timers.
 func (c *conn) init(ctx actor.Context, p *connInit) {
-	c.sock, c.remote, c.claims = p.Socket, p.RemoteAddr, p.Claims
+	c.remote, c.claims = p.RemoteAddr, p.Claims
 	c.subs = make(map[string]struct{})
 	c.out = newOutbox(c.cfg, p.Socket, ctx.Self())
 	c.cfg.outboxes.add(ctx.Self().Id, c.out)
@@ -115,7 +114,10 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *connInit:
 		c.init(ctx, m)
 	case *writeFailed:
-		c.close(ctx, 0, telemetry.CloseWriteError)
+		// The socket may still be open (a write timed out): close it, or a
+		// client that keeps sending would keep it forever. No close frame
+		// gets through after a failed write (see edge's socket).
+		c.close(ctx, CloseInternalError, telemetry.CloseWriteError)
 	case *clientFrame:
 		c.command(ctx, m.Frame)
 	case *clientError:
@@ -185,7 +187,6 @@ func (c *conn) sub(ctx actor.Context, f protocol.ClientFrame) {
 	c.subs[f.Channel] = struct{}{}
 	m := &subscribe{
 		Channel: f.Channel, Conn: ctx.Self(), ID: f.ID,
-		MaxReplayBytes: c.cfg.SendQueueBytes, MaxReplayMessages: c.cfg.SendQueueMessages,
 	}
 	if f.Since != nil {
 		m.HasSince, m.SinceEpoch, m.SinceOffset = true, f.Since.Epoch, f.Since.Offset
@@ -296,7 +297,7 @@ func (c *conn) armToken(ctx actor.Context, kind timerKind, d time.Duration) {
 }
 
 // close ends the connection once: it leaves every channel, then closes the
-// socket with code (none when code is 0: the socket is already gone) from a
+// socket with code (none when code is 0: the client closed it) from a
 // goroutine, since a stuck client must not block the actor.
 func (c *conn) close(ctx actor.Context, code uint16, reason string) {
 	if !c.leave(ctx, reason) {
@@ -304,7 +305,7 @@ func (c *conn) close(ctx actor.Context, code uint16, reason string) {
 	}
 	c.out.close()
 	if code != 0 {
-		go c.sock.Close(code, c.cfg.CloseTimeout)
+		go c.out.sock.Close(code, c.cfg.CloseTimeout)
 	}
 }
 

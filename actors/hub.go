@@ -120,7 +120,7 @@ type Conn struct {
 func (h *Hub) Connect(p ConnParams) *Conn {
 	pid := h.system.Root.Spawn(h.connProps)
 	// Sent before Connect returns, so before any frame the edge passes on.
-	h.system.Root.Send(pid, &connInit{Claims: p.Claims, Socket: p.Socket, RemoteAddr: p.RemoteAddr})
+	h.system.Root.Send(pid, &connInit{p})
 	return &Conn{pid: pid, root: h.system.Root}
 }
 

@@ -29,3 +29,23 @@ func TestPublishAnswersPromptly(t *testing.T) {
 	assert.ErrorIs(t, err, ErrUnavailable)
 	assert.Less(t, time.Since(start), 10*time.Second, "something waited for the publish timeout")
 }
+
+// A replay is recovered only if it fits the outbound queue together with
+// the ack before it; otherwise the client is told to refetch rather than
+// cut off with 4008.
+func TestReplayFitsWithItsAck(t *testing.T) {
+	frame := make([]byte, 99) // 100 bytes queued with its newline
+	frames := func(n int) [][]byte {
+		fs := make([][]byte, n)
+		for i := range fs {
+			fs[i] = frame
+		}
+		return fs
+	}
+	c := Config{SendQueueMessages: 3, SendQueueBytes: 1 << 20}
+	assert.True(t, c.replayFits(frames(2)))
+	assert.False(t, c.replayFits(frames(3)), "three messages and the ack")
+	c = Config{SendQueueMessages: 100, SendQueueBytes: maxAckBytes + 200}
+	assert.True(t, c.replayFits(frames(2)))
+	assert.False(t, c.replayFits(frames(3)))
+}

@@ -3,7 +3,6 @@ package actors
 import (
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/protocol"
 )
 
@@ -53,16 +52,11 @@ type subscribe struct {
 	HasSince    bool
 	SinceEpoch  string
 	SinceOffset uint64
-	// MaxReplayBytes and MaxReplayMessages are what the subscriber's
-	// outbound queue holds: a longer replay is answered recovered=false
-	// rather than overflowing the queue.
-	MaxReplayBytes    int
-	MaxReplayMessages int
 }
 
 // unsubscribe removes Conn from a channel's subscribers. With Ack set, the
-// channel (or the registry, when the channel is gone) queues the ack for
-// request ID, so that no message of the channel follows the ack.
+// channel queues the ack for request ID (the registry starts the channel
+// if it is gone), so that no message of the channel follows the ack.
 type unsubscribe struct {
 	Channel string
 	Conn    *actor.PID
@@ -104,9 +98,7 @@ type flushNow struct{}
 // other messages it holds a live Socket; it never leaves its node, as the
 // connection it describes cannot either.
 type connInit struct {
-	Claims     auth.Claims
-	Socket     Socket
-	RemoteAddr string
+	ConnParams
 }
 
 // clientFrame is a decoded frame that the client sent.
@@ -139,8 +131,8 @@ type socketClosed struct {
 
 // Messages a connection actor sends itself.
 
-// writeFailed reports that the writer goroutine could not write: the
-// socket is gone.
+// writeFailed reports that a write to the connection's socket failed (on
+// whichever goroutine held the writing turn): the socket is unusable.
 type writeFailed struct{}
 
 // timerFired is a connection timer; Gen lets the actor ignore a timer that

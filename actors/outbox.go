@@ -43,8 +43,10 @@ const (
 // outbox kicks it, and the pusher flushes it on its own goroutine with a
 // non-blocking write (a channel actor after its current burst of
 // publishes, see channel.flush, so that a burst goes out in one write).
-// Only a write that would block, a ping or a close starts a writer
-// goroutine, which waits for the socket and exits once the queue is empty.
+// Only a write that would block (or finds the socket busy), a ping, a
+// close, or a connection still receiving after a few inline writes starts
+// a writer goroutine, which waits for the socket and exits once the queue
+// is empty.
 // Whatever queues while a write is in progress goes out in the next one:
 // that is the coalescing, one write per batch, not per message. The bound
 // therefore measures exactly how far the client is behind its socket,

@@ -141,3 +141,31 @@ func TestMessageAfterPingDeadlineLapsed(t *testing.T) {
 	}
 	assert.Zero(t, r.Metric(t, `realtime_connections_closed_total{reason="write_error"}`))
 }
+
+// A write that times out closes the connection, socket included: a client
+// that stops reading but keeps the TCP connection up is not kept forever
+// (its keepalive would not end it while it keeps sending).
+func TestWriteTimeoutClosesTheSocket(t *testing.T) {
+	r := testutil.StartRelay(t, func(c *edge.Config) {
+		c.SocketWriteTimeout = 100 * time.Millisecond
+		c.SocketSendBufferBytes = 16 << 10
+		c.Actors.SendQueueBytes = 64 << 20 // the timeout, not the queue bound, ends it
+	})
+	stalled := r.DialStalled(t, r.SubscribeToken(t))
+	ch := testutil.Channel("timeout")
+	stalled.Send(`{"op":"sub","id":1,"ch":"` + ch + `"}`)
+	r.WaitMetric(t, "realtime_subscriptions", 1)
+	pub := r.PublishToken(t)
+	// How much the kernels take before writes stop for good varies
+	// (loopback is lenient with a receive buffer shrunk after connecting):
+	// publish until the write timeout has closed the connection, at most
+	// 16 MiB; then nothing more is queued for it.
+	const writeErrors = `realtime_connections_closed_total{reason="write_error"}`
+	for i := 0; r.Metric(t, writeErrors) == 0; i++ {
+		require.Less(t, i, 512, "no write timed out")
+		r.Publish(t, pub, ch, "e", testutil.Stamp(32<<10))
+	}
+	assert.InDelta(t, 1, r.Metric(t, writeErrors), 0)
+	r.WaitMetric(t, "realtime_connections", 0)
+	assert.Zero(t, r.Metric(t, "realtime_slow_consumer_disconnects_total"))
+}
