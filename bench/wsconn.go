@@ -207,12 +207,10 @@ func readUpgradeResponse(br *bufio.Reader, key []byte) error {
 		return fmt.Errorf("bench: bad status line %q", bytes.TrimSpace(line))
 	}
 	var accept, upgrade bool
-	h := sha1.New()
-	h.Write(key)
-	h.Write([]byte(wsGUID))
-	var sum [sha1.Size]byte
+	var in [24 + len(wsGUID)]byte
+	sum := sha1.Sum(append(append(in[:0], key...), wsGUID...))
 	var want [28]byte
-	base64.StdEncoding.Encode(want[:], h.Sum(sum[:0]))
+	base64.StdEncoding.Encode(want[:], sum[:])
 	for {
 		line, err := br.ReadSlice('\n')
 		if err != nil {

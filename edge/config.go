@@ -20,7 +20,7 @@ const (
 	defaultReadTimeout           = 10 * time.Second
 	defaultWriteTimeout          = 10 * time.Second
 	defaultIdleTimeout           = 90 * time.Second
-	defaultSocketWriteTimout     = 10 * time.Second
+	defaultSocketWriteTimeout    = 10 * time.Second
 	defaultReadBufferBytes       = 512
 	defaultSocketSendBufferBytes = 64 << 10
 	maxIdempotencyKeyLen         = 256
@@ -100,7 +100,7 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.ReadTimeout, defaultReadTimeout)
 	defaults.Set(&c.WriteTimeout, defaultWriteTimeout)
 	defaults.Set(&c.IdleTimeout, defaultIdleTimeout)
-	defaults.Set(&c.SocketWriteTimeout, defaultSocketWriteTimout)
+	defaults.Set(&c.SocketWriteTimeout, defaultSocketWriteTimeout)
 	defaults.Set(&c.ReadBufferBytes, defaultReadBufferBytes)
 	defaults.Set(&c.SocketSendBufferBytes, defaultSocketSendBufferBytes)
 }

@@ -1,7 +1,7 @@
-// Package wsframe builds client-side WebSocket frames (RFC 6455 5.2) and
-// reads server frames, for the relay's own clients: the load generator and
-// the tests' raw clients, which need exact control over what goes on the
-// wire. No state; safe for concurrent use.
+// Package wsframe builds client-side WebSocket frames (RFC 6455 5.2), for
+// the load generator and the tests' raw clients, and reads server frames,
+// for the tests: both need exact control over what goes on the wire. No
+// state; safe for concurrent use.
 package wsframe
 
 import (
@@ -11,9 +11,18 @@ import (
 	"io"
 )
 
-// ErrMasked reports a server frame with the mask bit set, which RFC 6455
-// forbids.
-var ErrMasked = errors.New("wsframe: masked frame from a server")
+// Errors returned by ReadServerFrame.
+var (
+	// ErrMasked reports a server frame with the mask bit set, which RFC
+	// 6455 forbids.
+	ErrMasked = errors.New("wsframe: masked frame from a server")
+	// ErrTooLarge reports a frame longer than MaxServerFrame.
+	ErrTooLarge = errors.New("wsframe: server frame too large")
+)
+
+// MaxServerFrame bounds the payload ReadServerFrame accepts: the length
+// comes from the wire, and is allocated.
+const MaxServerFrame = 64 << 20
 
 // ReadServerFrame reads one unmasked frame from r and returns its opcode
 // and payload (fragments are not joined: the relay never fragments).
@@ -38,6 +47,9 @@ func ReadServerFrame(r io.Reader) (opcode byte, payload []byte, err error) {
 	}
 	if err != nil {
 		return 0, nil, err
+	}
+	if n > MaxServerFrame {
+		return 0, nil, ErrTooLarge
 	}
 	payload = make([]byte, n)
 	if _, err := io.ReadFull(r, payload); err != nil {

@@ -1,6 +1,9 @@
 package wsframe
 
 import (
+	"bytes"
+	"encoding/binary"
+	"io"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
@@ -34,4 +37,26 @@ func TestAppendMasked(t *testing.T) {
 		}
 		assert.Equal(t, payload, got)
 	}
+}
+
+func TestReadServerFrame(t *testing.T) {
+	for _, n := range []int{0, 125, 126, 65535, 65536} {
+		head := []byte{0x81, byte(n)}
+		switch {
+		case n > 0xffff:
+			head = binary.BigEndian.AppendUint64([]byte{0x81, 127}, uint64(n))
+		case n > 125:
+			head = binary.BigEndian.AppendUint16([]byte{0x81, 126}, uint16(n))
+		}
+		op, p, err := ReadServerFrame(bytes.NewReader(append(head, make([]byte, n)...)))
+		require.NoError(t, err, "n=%d", n)
+		assert.Equal(t, byte(0x1), op)
+		assert.Len(t, p, n)
+	}
+	_, _, err := ReadServerFrame(bytes.NewReader([]byte{0x81, 0x81, 1, 2, 3, 4, 'x'}))
+	assert.ErrorIs(t, err, ErrMasked)
+	_, _, err = ReadServerFrame(bytes.NewReader(binary.BigEndian.AppendUint64([]byte{0x81, 127}, 1<<40)))
+	assert.ErrorIs(t, err, ErrTooLarge)
+	_, _, err = ReadServerFrame(bytes.NewReader([]byte{0x81, 5, 'a'}))
+	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }
