@@ -38,7 +38,8 @@ type Server struct {
 	// open counts connections from the accepted upgrade to the end of
 	// their read loop; it enforces MaxConnections.
 	open atomic.Int64
-	// readLoops tracks the read goroutines, so Shutdown can wait for them.
+	// readLoops tracks each upgrade from its acceptance to the end of its
+	// read goroutine, so Shutdown can wait for them.
 	readLoops sync.WaitGroup
 
 	mu    sync.Mutex
@@ -199,7 +200,9 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // every WebSocket is closed with 1012; publishes in flight are answered;
 // it returns when all of that is done or ctx ends.
 func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
+	s.mu.Lock() // see handleUpgrade: no upgrade is counted after this
 	s.draining.Store(true)
+	s.mu.Unlock()
 	if drainDelay > 0 {
 		t := time.NewTimer(drainDelay)
 		select {

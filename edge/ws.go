@@ -35,13 +35,9 @@ type wsConn struct {
 // handleUpgrade verifies everything before the upgrade, so that an invalid
 // token never gets a WebSocket, then hijacks the connection for gws.
 func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
-	switch {
-	case !ctx.IsGet():
+	if !ctx.IsGet() {
 		ctx.Response.Header.Set("Allow", fasthttp.MethodGet)
 		s.reject(ctx, fasthttp.StatusMethodNotAllowed, telemetry.RejectBadRequest, codeMethodNotAllowed, "WebSocket upgrade must be a GET")
-		return
-	case s.draining.Load():
-		s.reject(ctx, fasthttp.StatusServiceUnavailable, telemetry.RejectDraining, codeUnavailable, "server is draining")
 		return
 	}
 	if origin := ctx.Request.Header.Peek("Origin"); len(origin) > 0 && s.origins != nil && !s.origins[string(origin)] {
@@ -66,6 +62,20 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 		s.reject(ctx, fasthttp.StatusServiceUnavailable, telemetry.RejectLimit, codeUnavailable, "connection limit reached")
 		return
 	}
+	// From here the connection counts for Shutdown, which waits for it: a
+	// hijacked connection is upgraded on a goroutine of its own that
+	// fasthttp's shutdown does not wait for. Checked and counted under mu,
+	// where Shutdown starts draining, so that no upgrade slips in after
+	// Shutdown began to wait.
+	s.mu.Lock()
+	if s.draining.Load() {
+		s.mu.Unlock()
+		s.open.Add(-1)
+		s.reject(ctx, fasthttp.StatusServiceUnavailable, telemetry.RejectDraining, codeUnavailable, "server is draining")
+		return
+	}
+	s.readLoops.Add(1)
+	s.mu.Unlock()
 	// The key is copied: fasthttp reuses the request's memory once the
 	// handler returns.
 	var key [24]byte
@@ -106,6 +116,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 		// Detached: fasthttp's Close leaves it to us.
 		_ = nc.Close()
 		s.open.Add(-1)
+		s.readLoops.Done()
 		s.metrics.ConnectionRejected(telemetry.RejectBadRequest)
 		return
 	}
@@ -123,8 +134,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 		c.actor.Close(actors.CloseRestarting, telemetry.CloseShutdown)
 	}
 	_ = socket.SetReadDeadline(time.Now().Add(s.cfg.KeepaliveTimeout))
-	s.readLoops.Add(1)
-	go socket.ReadLoop()
+	go socket.ReadLoop() // its OnClose calls readLoops.Done
 }
 
 // limitSendBuffer caps the kernel's send buffer of a WebSocket. Left alone,
