@@ -183,6 +183,12 @@ func (r *run) churnLoop(ctx context.Context, s *subscriber) {
 			close(s.acked)
 			continue
 		}
+		if !s.ackOK { // an err answer: no subscription behind this connection
+			s.rs.errors++
+			s.rs.lastErr = fmt.Errorf("resubscribe answered err %q", s.ackErr)
+			r.armNext(s) // the next slot tries again
+			continue
+		}
 		r.reconnectLat.record(s.n, []int64{time.Since(s.rs.droppedAt).Microseconds()})
 		s.ctr.reconnects.Add(1)
 		r.armNext(s)
@@ -240,7 +246,7 @@ func (r *run) resubscribe(ctx context.Context, s *subscriber) bool {
 			return false
 		}
 		s.ctr.open.Add(1)
-		s.answered, s.rs.since = false, true
+		s.answered, s.ackOK, s.ackErr, s.rs.since = false, false, "", true
 		return true
 	}
 }
