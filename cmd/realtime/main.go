@@ -5,6 +5,8 @@
 package main
 
 import (
+	"errors"
+	"flag"
 	"fmt"
 	"os"
 )
@@ -36,6 +38,9 @@ func main() {
 	default:
 		fmt.Fprintf(os.Stderr, "realtime: unknown command %q\n\n%s", os.Args[1], usage)
 		os.Exit(2)
+	}
+	if errors.Is(err, flag.ErrHelp) {
+		return // the flag set printed the help: asking for it is not a failure
 	}
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "realtime:", err)

@@ -203,3 +203,17 @@ func TestListenerWithoutKeepalive(t *testing.T) {
 	keepalive := sockettest.IntOption(t, server, syscall.SOL_SOCKET, syscall.SO_KEEPALIVE)
 	assert.Zero(t, keepalive)
 }
+
+// Asking a command for its help prints it and exits 0; a bad flag exits 1.
+func TestHelpExitsZero(t *testing.T) {
+	bin := buildRelay(t)
+	for _, cmd := range []string{"serve", "token", "bench"} {
+		out, err := exec.Command(bin, cmd, "--help").CombinedOutput()
+		require.NoError(t, err, "%s --help: %s", cmd, out)
+		assert.Contains(t, string(out), "-", "%s --help prints its flags", cmd)
+	}
+	err := exec.Command(bin, "serve", "--no-such-flag").Run()
+	var exit *exec.ExitError
+	require.ErrorAs(t, err, &exit)
+	assert.Equal(t, 1, exit.ExitCode())
+}
