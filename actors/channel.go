@@ -239,17 +239,26 @@ func (c *channel) flush() {
 	st := c.state
 	st.flushPending = false
 	dirty := st.dirty
-	chunk := max(len(dirty)/runtime.GOMAXPROCS(0)+1, minFlushChunk)
-	var wg sync.WaitGroup
-	for i := chunk; i < len(dirty); i += chunk {
-		wg.Go(func() { flushAll(dirty[i:min(i+chunk, len(dirty))]) })
+	if chunk := max(len(dirty)/runtime.GOMAXPROCS(0)+1, minFlushChunk); len(dirty) > chunk {
+		flushParallel(dirty, chunk)
+	} else {
+		// A crash here keeps dirty for the restart's flush: flushing an
+		// outbox twice is harmless (see outbox.flush).
+		flushAll(dirty)
 	}
-	// A crash here keeps dirty for the restart's flush: flushing an
-	// outbox twice is harmless (see outbox.flush).
-	flushAll(dirty[:min(chunk, len(dirty))])
-	wg.Wait()
 	clear(dirty)
 	st.dirty = dirty[:0]
+}
+
+// flushParallel flushes outboxes in chunks, the first on this goroutine,
+// and returns when all are done.
+func flushParallel(outboxes []*outbox, chunk int) {
+	var wg sync.WaitGroup
+	for i := chunk; i < len(outboxes); i += chunk {
+		wg.Go(func() { flushAll(outboxes[i:min(i+chunk, len(outboxes))]) })
+	}
+	flushAll(outboxes[:chunk])
+	wg.Wait()
 }
 
 // minFlushChunk is the smallest fan-out worth a goroutine of its own:

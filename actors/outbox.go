@@ -63,9 +63,10 @@ type outbox struct {
 	// parts holds the queued frames with a newline between each two, ready
 	// to be written as one WebSocket frame without copying them together.
 	parts [][]byte
-	// times holds the arrival time (Unix ns) of each queued published
-	// message, for the publish-to-write histogram.
-	times  []int64
+	// oldest is the arrival time (Unix ns) of the oldest queued published
+	// message, 0 when none: the publish-to-write histogram takes one
+	// observation per write, the longest wait in it, not one per message.
+	oldest int64
 	frames int
 	msgs   int
 	bytes  int
@@ -113,8 +114,8 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 	o.bytes += len(frame) + 1
 	if isMsg {
 		o.msgs++
-		if receivedAt != 0 {
-			o.times = append(o.times, receivedAt)
+		if o.oldest == 0 {
+			o.oldest = receivedAt
 		}
 	}
 	return o.kickLocked()
@@ -148,7 +149,7 @@ func (o *outbox) close() {
 
 func (o *outbox) closeLocked() {
 	o.closed, o.closeCode = true, 0
-	o.parts, o.times = nil, nil
+	o.parts, o.oldest = nil, 0
 	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
 }
 
@@ -215,7 +216,7 @@ func (o *outbox) next() *batch {
 func (o *outbox) nextLocked() *batch {
 	b := &o.cur
 	clear(b.parts) // do not pin the frames of messages already written
-	b.parts, b.times = b.parts[:0], b.times[:0]
+	b.parts = b.parts[:0]
 	if o.closeCode != 0 && o.frames == 0 {
 		*b = batch{closeCode: o.closeCode, closeTimeout: o.closeTimeout}
 		o.closeCode = 0
@@ -228,18 +229,17 @@ func (o *outbox) nextLocked() *batch {
 		o.state = idle
 		// A burst's slices would otherwise stay with an idle connection.
 		if cap(b.parts) > maxIdleParts {
-			b.parts, b.times = nil, nil
+			b.parts = nil
 		}
 		if cap(o.parts) > maxIdleParts {
-			o.parts, o.times = nil, nil
+			o.parts = nil
 		}
 		return nil
 	}
 	// Swap the slices, so that a steady stream allocates none.
 	o.parts, b.parts = b.parts, o.parts
-	o.times, b.times = b.times, o.times
-	b.frames, b.msgs, b.bytes, b.ping = o.frames, o.msgs, max(o.bytes-1, 0), o.ping
-	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
+	b.frames, b.msgs, b.bytes, b.ping, b.oldest = o.frames, o.msgs, max(o.bytes-1, 0), o.ping, o.oldest
+	o.frames, o.msgs, o.bytes, o.ping, o.oldest = 0, 0, 0, false, 0
 	return b
 }
 
@@ -247,7 +247,7 @@ func (o *outbox) nextLocked() *batch {
 // as one WebSocket text frame.
 type batch struct {
 	parts  [][]byte
-	times  []int64
+	oldest int64 // see outbox.oldest
 	frames int
 	msgs   int
 	bytes  int
@@ -317,9 +317,8 @@ func (b *batch) write(sock Socket, m *telemetry.Metrics) error {
 
 // written counts a batch that the socket took.
 func (b *batch) written(m *telemetry.Metrics) {
-	now := time.Now().UnixNano()
-	for _, t := range b.times {
-		m.PublishToWrite.Update(float64(now-t) / 1e9)
+	if b.oldest != 0 {
+		m.PublishToWrite.Update(float64(time.Now().UnixNano()-b.oldest) / 1e9)
 	}
 	m.MessagesDelivered.Add(b.msgs)
 	m.BytesWritten.Add(b.bytes)

@@ -84,7 +84,8 @@ type Metrics struct {
 	NamespaceDenied     *metrics.Counter
 	ClientErrors        *metrics.Counter
 	// PublishToWrite is the time from the publish request's arrival to the
-	// socket write that carried the message, per delivered message.
+	// socket write that carried the message: one observation per write,
+	// for its oldest message.
 	PublishToWrite *metrics.PrometheusHistogram
 	// PublishDuration is the time the publish handler took, per request.
 	PublishDuration *metrics.PrometheusHistogram
