@@ -10,8 +10,9 @@ import (
 type siteLimiter struct {
 	rate, burst float64
 
-	mu    sync.Mutex
-	sites map[string]*bucket // guarded by mu
+	mu      sync.Mutex
+	sites   map[string]*bucket // guarded by mu
+	sweptAt time.Time          // guarded by mu: the last sweep
 }
 
 type bucket struct {
@@ -19,7 +20,9 @@ type bucket struct {
 	at     time.Time
 }
 
-// maxIdleBuckets bounds the map: past it, full (idle) buckets are dropped.
+// maxIdleBuckets is the map size past which idle (full) buckets are
+// dropped, at most once a second: a map of busy sites only grows with
+// them, and must not cost a full scan per publish.
 const maxIdleBuckets = 10000
 
 func newSiteLimiter(rate float64) *siteLimiter {
@@ -32,14 +35,13 @@ func (l *siteLimiter) allow(site string, n int, now time.Time) bool {
 	defer l.mu.Unlock()
 	b, ok := l.sites[site]
 	if !ok {
-		if len(l.sites) >= maxIdleBuckets {
+		if len(l.sites) >= maxIdleBuckets && now.Sub(l.sweptAt) >= time.Second {
 			l.sweepLocked(now)
 		}
 		b = &bucket{tokens: l.burst, at: now}
 		l.sites[site] = b
 	}
-	b.tokens = min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
-	b.at = now
+	b.tokens, b.at = l.refilled(b, now), now
 	if b.tokens < float64(n) {
 		return false
 	}
@@ -50,9 +52,15 @@ func (l *siteLimiter) allow(site string, n int, now time.Time) bool {
 // sweepLocked forgets the sites whose buckets have refilled: they are
 // indistinguishable from new ones.
 func (l *siteLimiter) sweepLocked(now time.Time) {
+	l.sweptAt = now
 	for site, b := range l.sites {
-		if b.tokens+now.Sub(b.at).Seconds()*l.rate >= l.burst {
+		if l.refilled(b, now) >= l.burst {
 			delete(l.sites, site)
 		}
 	}
+}
+
+// refilled is b's tokens at now.
+func (l *siteLimiter) refilled(b *bucket, now time.Time) float64 {
+	return min(l.burst, b.tokens+now.Sub(b.at).Seconds()*l.rate)
 }

@@ -325,6 +325,8 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 
 // fasthttpLogger routes fasthttp's own messages into our logger, at debug:
 // they are mostly about clients that misbehave, which metrics already count.
+// Only the format is kept: the arguments can carry request bytes, a query
+// string with a token among them.
 type fasthttpLogger struct{ log *slog.Logger }
 
 func (l fasthttpLogger) Printf(format string, args ...any) {

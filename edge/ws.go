@@ -25,8 +25,7 @@ import (
 // wsConn ties a gws connection to its actor.
 type wsConn struct {
 	// Static after the upgrade.
-	socket *gws.Conn
-	actor  *actors.Conn
+	actor *actors.Conn
 	// closeReason is set by the read goroutine before the socket closes,
 	// when it knows better than the error gws reports.
 	closeReason string
@@ -121,7 +120,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 		return
 	}
 	sock.setUpgraded(socket)
-	c := &wsConn{socket: socket}
+	c := &wsConn{}
 	socket.Session().Store("", c)
 	c.actor = s.hub.Connect(actors.ConnParams{Claims: claims, Socket: sock, RemoteAddr: remote})
 	s.metrics.ConnectionsAccepted.Inc()

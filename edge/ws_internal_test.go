@@ -2,8 +2,10 @@ package edge
 
 import (
 	"net"
+	"strconv"
 	"syscall"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -38,4 +40,28 @@ func TestHeaderHasToken(t *testing.T) {
 	f("upgrades", "upgrade", false)
 	f("", "upgrade", false)
 	f(",", "upgrade", false)
+}
+
+func TestSiteLimiter(t *testing.T) {
+	l := newSiteLimiter(10) // 10/s, a burst of 20
+	t0 := time.Unix(1000, 0)
+	assert.True(t, l.allow("a", 20, t0))
+	assert.False(t, l.allow("a", 1, t0), "the burst is spent")
+	assert.True(t, l.allow("a", 5, t0.Add(500*time.Millisecond)), "5 tokens back after 0.5 s")
+	assert.False(t, l.allow("a", 1, t0.Add(500*time.Millisecond)))
+	assert.True(t, l.allow("b", 20, t0), "sites are apart")
+
+	// Past maxIdleBuckets sites, a new one sweeps the idle buckets, at most
+	// once a second.
+	for i := range maxIdleBuckets {
+		l.allow("s"+strconv.Itoa(i), 1, t0)
+	}
+	l.allow("late", 1, t0.Add(10*time.Second))
+	assert.Less(t, len(l.sites), 10, "idle buckets dropped")
+	for i := range maxIdleBuckets {
+		l.allow("t"+strconv.Itoa(i), 20, t0.Add(10*time.Second)) // busy: spent
+	}
+	n := len(l.sites)
+	l.allow("later", 1, t0.Add(10500*time.Millisecond))
+	assert.Equal(t, n+1, len(l.sites), "no second sweep within the second")
 }
