@@ -14,14 +14,21 @@ import (
 	"github.com/realtime-relay/realtime/internal/telemetry"
 )
 
+// refuse answers a publish request with e, counting it for n messages.
+func (s *Server) refuse(ctx *fasthttp.RequestCtx, e *apiError, n int) {
+	for range n {
+		s.metrics.Published(e.result)
+	}
+	writeError(ctx, e.status, e.code, e.msg)
+}
+
 // handlePublish serves POST /v1/publish and /v1/publish/batch.
 func (s *Server) handlePublish(ctx *fasthttp.RequestCtx, batch bool) {
 	start := time.Now()
 	defer func() { s.metrics.PublishDuration.UpdateDuration(start) }()
 	claims, e := s.checkPublishRequest(ctx, batch)
 	if e != nil {
-		s.metrics.Published(e.result)
-		writeError(ctx, e.status, e.code, e.msg)
+		s.refuse(ctx, e, 1)
 		return
 	}
 	if !batch {
@@ -73,8 +80,7 @@ func (s *Server) publishOne(ctx *fasthttp.RequestCtx, claims auth.Claims, start 
 		e = s.rateLimit(claims.Site, 1)
 	}
 	if e != nil {
-		s.metrics.Published(e.result)
-		writeError(ctx, e.status, e.code, e.msg)
+		s.refuse(ctx, e, 1)
 		return
 	}
 	res, err := s.hub.Publish(publication(p, start))
@@ -118,10 +124,7 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 		at = append(at, i)
 	}
 	if e := s.rateLimit(claims.Site, len(pubs)); e != nil {
-		for range pubs {
-			s.metrics.Published(e.result)
-		}
-		writeError(ctx, e.status, e.code, e.msg)
+		s.refuse(ctx, e, len(pubs))
 		return
 	}
 	results, errs := s.hub.PublishBatch(pubs)

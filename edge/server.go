@@ -288,20 +288,28 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	case "/v1/publish/batch":
 		s.handlePublish(ctx, true)
 	case "/healthz":
-		writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ok"}`))
+		writeJSON(ctx, fasthttp.StatusOK, healthBody)
 	case "/readyz":
-		s.handleReady(ctx)
+		status, body := s.readiness()
+		writeJSON(ctx, status, body)
 	default:
 		writeError(ctx, fasthttp.StatusNotFound, codeNotFound, "no such endpoint")
 	}
 }
 
-func (s *Server) handleReady(ctx *fasthttp.RequestCtx) {
+// The bodies of /healthz and /readyz, on both listeners.
+var (
+	healthBody   = []byte(`{"status":"ok"}`)
+	readyBody    = []byte(`{"status":"ready"}`)
+	drainingBody = appendError(nil, codeUnavailable, "draining")
+)
+
+// readiness answers /readyz: 503 from the moment Shutdown begins.
+func (s *Server) readiness() (status int, body []byte) {
 	if s.draining.Load() {
-		writeError(ctx, fasthttp.StatusServiceUnavailable, codeUnavailable, "draining")
-		return
+		return fasthttp.StatusServiceUnavailable, drainingBody
 	}
-	writeJSON(ctx, fasthttp.StatusOK, []byte(`{"status":"ready"}`))
+	return fasthttp.StatusOK, readyBody
 }
 
 // httpError answers what fasthttp rejects before our handler runs, in the
