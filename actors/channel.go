@@ -134,9 +134,10 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		return
 	}
 	if !dup {
+		hook := c.cfg.BeforeDeliverForTest
 		for i, s := range st.subs {
-			if c.cfg.BeforeDeliverForTest != nil {
-				c.cfg.BeforeDeliverForTest(st.name, offset, i)
+			if hook != nil {
+				hook(st.name, offset, i)
 			}
 			c.queue(s.out, frame, m.ReceivedAt, true)
 		}

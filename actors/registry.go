@@ -38,17 +38,12 @@ func registryProps(cfg *Config) *actor.Props {
 
 func (r *registry) Receive(ctx actor.Context) {
 	switch m := ctx.Message().(type) {
-	case *unsubscribe:
+	case channelMessage:
 		// Never create a channel only to remove a subscriber from it, but
 		// do for a client's unsub: the channel sends its ack.
-		if child, ok := r.children[m.Channel]; ok || m.Ack {
-			if !ok {
-				child = r.child(ctx, m.Channel)
-			}
-			child.routed++
-			ctx.Forward(child.pid)
+		if u, ok := m.(*unsubscribe); ok && !u.Ack && r.children[u.Channel] == nil {
+			return
 		}
-	case channelMessage:
 		child := r.child(ctx, m.channelName())
 		child.routed++
 		ctx.Forward(child.pid)
