@@ -93,7 +93,8 @@ func TestFanoutChild(t *testing.T) {
 
 // TestRampSmoke ramps to a cap with a latency bound every step meets, then
 // with one no step can meet: a failed step is run RampAttempts times
-// before the ramp gives up.
+// before the ramp gives up, and with no step held there is nothing to
+// refine (TestRampNext covers the refinement's rates).
 func TestRampSmoke(t *testing.T) {
 	relay := testutil.StartRelay(t)
 	ramp := func(maxP99 time.Duration) bench.Result {
@@ -120,6 +121,7 @@ func TestRampSmoke(t *testing.T) {
 	require.Len(t, res.Steps, 2, "the first step, and its second attempt")
 	for _, st := range res.Steps {
 		assert.False(t, st.Held)
+		assert.False(t, st.Refine)
 		assert.InDelta(t, 40, st.TargetRate, 0)
 		assert.Contains(t, st.Why, "p99")
 	}

@@ -25,7 +25,9 @@ const (
 	// allows and holds them idle.
 	ScenarioConnect Scenario = "connect"
 	// ScenarioRamp runs fanout steps at a rising rate until delivery falls
-	// behind or p99 passes MaxP99, and reports the highest rate held.
+	// behind or p99 passes MaxP99, bisects between the last rate held and
+	// the one that failed for RampRefine more steps, and reports the
+	// highest rate held.
 	ScenarioRamp Scenario = "ramp"
 	// ScenarioChurn publishes as fanout does while every subscription
 	// disconnects and resubscribes with since, ReconnectRate times a
@@ -57,6 +59,7 @@ const (
 	defaultRampStart    = 100
 	defaultRampFactor   = 1.5
 	defaultRampAttempts = 2
+	defaultRampRefine   = 2
 	defaultRampStep     = 5 * time.Second
 	defaultRampMaxP99   = 50 * time.Millisecond
 	defaultReconnect    = 1000
@@ -141,6 +144,12 @@ type Config struct {
 	// as failed: on a shared machine one moment of someone else's load
 	// should not set the capacity. Zero means 2; 1 means no second try.
 	RampAttempts int
+	// RampRefine is how many steps, after the first step that fails,
+	// bisect the rates between the highest held and the lowest failed
+	// (geometric midpoint), to narrow the capacity from within RampFactor
+	// to within RampFactor^(1/2^RampRefine): 1.5 becomes 1.11 with 2. Zero
+	// means 2; negative means none.
+	RampRefine int
 
 	// ReconnectRate is churn's target reconnects per second over all
 	// subscriptions: each one reconnects every Channels*Subs/ReconnectRate.
@@ -192,6 +201,7 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.SourceAddrs, defaultSourceAddrs)
 	defaults.Set(&c.RampFactor, defaultRampFactor)
 	defaults.Set(&c.RampAttempts, defaultRampAttempts)
+	defaults.Set(&c.RampRefine, defaultRampRefine)
 	defaults.Set(&c.DrainTimeout, defaultDrainTimeout)
 	defaults.Set(&c.ReconnectRate, defaultReconnect)
 	defaults.Set(&c.SlowFraction, defaultSlowFraction)

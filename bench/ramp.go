@@ -3,6 +3,7 @@ package bench
 import (
 	"context"
 	"fmt"
+	"math"
 	"time"
 )
 
@@ -10,73 +11,48 @@ import (
 // for a ramp step to count as held.
 const heldShare = 0.95
 
-// ramp subscribes once, then publishes in steps of Duration at a rate
-// multiplied by RampFactor each step, until a step fails RampAttempts times
-// in a row; the capacity is the last rate held. A step holds when
-// publishers reached the rate, every delivery arrived before the drain
-// timeout, no subscription was closed, no publish failed and p99 stayed
-// within MaxP99. Every attempt is in the result's steps; loss fails the
-// run whatever the steps say.
+// ramp subscribes once, then publishes in steps of Duration: from Rate,
+// multiplied by RampFactor each step (up to RampMaxRate) until a step
+// fails; then RampRefine more steps bisect the rates between the highest
+// held and the lowest failed (rampNext). The capacity is the highest rate
+// held. A step holds when publishers reached the rate, every delivery
+// arrived before the drain timeout, no subscription was closed, no
+// publish failed and p99 stayed within MaxP99; it fails when all of its
+// RampAttempts runs did not hold, refinement steps too. Every attempt is
+// in the result's steps; loss fails the run whatever the steps say.
 func (r *run) ramp(ctx context.Context) error {
 	r.setShape()
 	if err := r.subscribeAll(ctx); err != nil {
 		return err
 	}
 	subscribed, _ := r.t.stats()
-	maxP99 := float64(r.cfg.MaxP99) / float64(time.Millisecond)
-	var best *Step
 	var loadgen time.Duration
 	start := time.Now()
-	attempts := 0
-	for rate := r.cfg.Rate; ctx.Err() == nil; {
-		attempts++
-		r.lat.reset()
-		readErrs, pubErrs := r.ctr.readErrors.Load(), r.ctr.publishErrors.Load()
-		ph := r.publishPhase(ctx, rate, r.cfg.Duration)
-		loadgen += ph.loadgenCPU
-		st := Step{
-			TargetRate:      rate,
-			PublishedPerSec: float64(ph.published) / r.cfg.Duration.Seconds(),
-			DeliveredPerSec: float64(ph.delivered) / r.cfg.Duration.Seconds(),
-			LoadgenCPU:      ph.loadgenCPU.Seconds(),
-			Latency:         latencyOf(r.lat.merged()),
+	var held, failed float64 // the bounds: see rampNext
+	refined := 0
+	best := -1 // index in r.res.Steps of the step at held
+	for ctx.Err() == nil {
+		rate, ok := rampNext(&r.cfg, held, failed, refined)
+		if !ok {
+			break
 		}
-		if st.Latency != nil {
-			st.P99 = st.Latency.P99
-		}
-		if ph.measured && ph.delivered > 0 {
-			st.ServerCPUMicros = float64(ph.serverCPU.Microseconds()) / float64(ph.delivered)
-		}
-		switch {
-		case !ph.drained:
-			st.Why = fmt.Sprintf("delivery fell behind (%d of %d delivered)", ph.delivered, ph.expected)
-		case r.ctr.readErrors.Load() > readErrs:
-			st.Why = fmt.Sprintf("%d subscriptions closed", r.ctr.readErrors.Load()-readErrs)
-		case r.ctr.publishErrors.Load() > pubErrs:
-			st.Why = fmt.Sprintf("%d publishes failed", r.ctr.publishErrors.Load()-pubErrs)
-		case st.PublishedPerSec < heldShare*rate:
-			st.Why = fmt.Sprintf("publishers reached only %s/s (publish calls too slow: relay or CPU saturated)", num(st.PublishedPerSec))
-		case st.Latency == nil:
-			st.Why = "nothing delivered"
-		case st.P99 > maxP99:
-			st.Why = fmt.Sprintf("p99 %.2f ms above %s", st.P99, r.cfg.MaxP99)
-		}
-		st.Held = st.Why == ""
-		r.res.Steps = append(r.res.Steps, st)
-		if !st.Held {
-			if attempts < r.cfg.RampAttempts {
-				continue
+		refine := failed > 0
+		st := Step{}
+		for attempt := 0; attempt < r.cfg.RampAttempts && ctx.Err() == nil; attempt++ {
+			st = r.rampAttempt(ctx, rate, &loadgen)
+			st.Refine = refine
+			r.res.Steps = append(r.res.Steps, st)
+			if st.Held {
+				break
 			}
-			break
 		}
-		attempts = 0
-		best = &r.res.Steps[len(r.res.Steps)-1]
-		if r.cfg.RampMaxRate > 0 && rate >= r.cfg.RampMaxRate {
-			break
+		if refine {
+			refined++
 		}
-		rate *= r.cfg.RampFactor
-		if r.cfg.RampMaxRate > 0 {
-			rate = min(rate, r.cfg.RampMaxRate)
+		if st.Held {
+			held, best = rate, len(r.res.Steps)-1
+		} else {
+			failed = rate
 		}
 	}
 	r.res.Seconds = time.Since(start).Seconds()
@@ -84,20 +60,85 @@ func (r *run) ramp(ctx context.Context) error {
 	r.res.PublishErrors = r.ctr.publishErrors.Load()
 	r.res.Delivered = r.ctr.delivered.Load()
 	r.res.LoadgenCPUSeconds = loadgen.Seconds()
-	if best != nil {
-		r.res.CapacityRate = best.TargetRate
-		r.res.PublishedPerSec = best.PublishedPerSec
-		r.res.DeliveredPerSec = best.DeliveredPerSec
-		r.res.Latency = best.Latency
+	if best >= 0 {
+		b := r.res.Steps[best]
+		r.res.CapacityRate = b.TargetRate
+		r.res.PublishedPerSec = b.PublishedPerSec
+		r.res.DeliveredPerSec = b.DeliveredPerSec
+		r.res.Latency = b.Latency
 	}
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, s.cpu-subscribed.cpu)
 		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, len(r.subs))
-		if best != nil {
-			r.res.Server.CPUMicrosPerMsg = best.ServerCPUMicros
+		if best >= 0 {
+			r.res.Server.CPUMicrosPerMsg = r.res.Steps[best].ServerCPUMicros
 		}
 	}
 	r.closeAll()
 	r.collectStreams()
 	return nil
+}
+
+// rampAttempt runs one attempt of a ramp step at rate, adds the load
+// generator's CPU to *loadgen, and says whether the step held and if not
+// why.
+func (r *run) rampAttempt(ctx context.Context, rate float64, loadgen *time.Duration) Step {
+	maxP99 := float64(r.cfg.MaxP99) / float64(time.Millisecond)
+	r.lat.reset()
+	readErrs, pubErrs := r.ctr.readErrors.Load(), r.ctr.publishErrors.Load()
+	ph := r.publishPhase(ctx, rate, r.cfg.Duration)
+	*loadgen += ph.loadgenCPU
+	st := Step{
+		TargetRate:      rate,
+		PublishedPerSec: float64(ph.published) / r.cfg.Duration.Seconds(),
+		DeliveredPerSec: float64(ph.delivered) / r.cfg.Duration.Seconds(),
+		LoadgenCPU:      ph.loadgenCPU.Seconds(),
+		Latency:         latencyOf(r.lat.merged()),
+	}
+	if st.Latency != nil {
+		st.P99 = st.Latency.P99
+	}
+	if ph.measured && ph.delivered > 0 {
+		st.ServerCPUMicros = float64(ph.serverCPU.Microseconds()) / float64(ph.delivered)
+	}
+	switch {
+	case !ph.drained:
+		st.Why = fmt.Sprintf("delivery fell behind (%d of %d delivered)", ph.delivered, ph.expected)
+	case r.ctr.readErrors.Load() > readErrs:
+		st.Why = fmt.Sprintf("%d subscriptions closed", r.ctr.readErrors.Load()-readErrs)
+	case r.ctr.publishErrors.Load() > pubErrs:
+		st.Why = fmt.Sprintf("%d publishes failed", r.ctr.publishErrors.Load()-pubErrs)
+	case st.PublishedPerSec < heldShare*rate:
+		st.Why = fmt.Sprintf("publishers reached only %s/s (publish calls too slow: relay or CPU saturated)", num(st.PublishedPerSec))
+	case st.Latency == nil:
+		st.Why = "nothing delivered"
+	case st.P99 > maxP99:
+		st.Why = fmt.Sprintf("p99 %.2f ms above %s", st.P99, r.cfg.MaxP99)
+	}
+	st.Held = st.Why == ""
+	return st
+}
+
+// rampNext chooses the rate of the ramp's next step from the steps so
+// far: held is the highest rate held and failed the lowest that failed
+// (zero: none yet), refined the number of refinement steps run. Until a
+// step fails the rate rises: Rate first, then held times RampFactor, at
+// most RampMaxRate (the ramp ends once RampMaxRate holds). After, while
+// fewer than RampRefine refinement steps have run, it is the geometric
+// midpoint of held and failed, which halves their ratio each step. If no
+// step held there is nothing to refine. ok is false when the ramp is done.
+func rampNext(c *Config, held, failed float64, refined int) (rate float64, ok bool) {
+	switch {
+	case failed > 0 && (held == 0 || refined >= c.RampRefine):
+		return 0, false
+	case failed > 0:
+		return math.Sqrt(held * failed), true
+	case held == 0:
+		return c.Rate, true
+	case c.RampMaxRate > 0 && held >= c.RampMaxRate:
+		return 0, false
+	case c.RampMaxRate > 0:
+		return min(held*c.RampFactor, c.RampMaxRate), true
+	}
+	return held * c.RampFactor, true
 }

@@ -176,7 +176,8 @@ type SlowStats struct {
 	PeakRSSBytes   int64 `json:"peak_rss_bytes,omitempty"`
 }
 
-// Step is one rate of a ramp.
+// Step is one attempt at one rate of a ramp. Refine marks the steps that
+// bisect between the highest rate held and the lowest failed.
 type Step struct {
 	TargetRate      float64  `json:"target_rate"`
 	PublishedPerSec float64  `json:"published_per_sec"`
@@ -185,6 +186,7 @@ type Step struct {
 	ServerCPUMicros float64  `json:"server_cpu_us_per_msg,omitempty"`
 	LoadgenCPU      float64  `json:"loadgen_cpu_seconds"`
 	Held            bool     `json:"held"`
+	Refine          bool     `json:"refine"`
 	Why             string   `json:"why,omitempty"`
 	Latency         *Latency `json:"-"`
 }
@@ -368,7 +370,11 @@ func steps(row func(k, format string, a ...any), name string, steps []Step) {
 		if !st.Held {
 			mark = "FAILED: " + st.Why
 		}
-		row(name, "%s msg/s: published %s/s, delivered %s/s, p99 %.2f ms, server %.2f µs/msg: %s",
+		key := name
+		if st.Refine {
+			key += " (refine)"
+		}
+		row(key, "%s msg/s: published %s/s, delivered %s/s, p99 %.2f ms, server %.2f µs/msg: %s",
 			num(st.TargetRate), num(st.PublishedPerSec), num(st.DeliveredPerSec), st.P99, st.ServerCPUMicros, mark)
 	}
 }

@@ -96,6 +96,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 	rampFactor := f.Float64("ramp-factor", 1.5, "ramp: rate multiplier from one step to the next")
 	rampMax := f.Float64("ramp-max-rate", 0, "ramp: stop at this rate; 0 means no cap")
 	rampAttempts := f.Int("ramp-attempts", 2, "ramp: runs of a step before it counts as failed (1: no second try)")
+	rampRefine := f.Int("ramp-refine", 2, "ramp: steps after the first failed one that bisect between the highest rate held and the lowest failed; -1 means none (0 means the default, 2)")
 	reconnectRate := f.Float64("reconnect-rate", 1000, "churn: target reconnects per second, spread over all subscriptions")
 	slowFraction := f.Float64("slow-fraction", 0.1, "slow: share of each channel's subscribers that stop reading in the second phase")
 	maxP99Ratio := f.Float64("max-p99-ratio", 2, "slow: fail when the fast subscribers' p99 with slow ones is above this times their p99 without")
@@ -132,6 +133,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 		RampFactor:    *rampFactor,
 		RampMaxRate:   *rampMax,
 		RampAttempts:  *rampAttempts,
+		RampRefine:    *rampRefine,
 		MaxP99:        *maxP99,
 		MinRate:       *minRate,
 		DrainTimeout:  *drain,

@@ -32,7 +32,18 @@ func TestBenchConfig(t *testing.T) {
 	assert.Equal(t, 20, cfg.Batch)
 	assert.Equal(t, key, cfg.Key)
 	assert.Equal(t, 10*time.Millisecond, cfg.MaxP99)
+	assert.Equal(t, 2, cfg.RampAttempts, "the flag's default")
+	assert.Equal(t, 2, cfg.RampRefine, "the flag's default")
 	assert.Equal(t, []string{"--send-queue-bytes=65536", "--retention=1m"}, cfg.ServerArgs)
+}
+
+func TestBenchConfigRampRefine(t *testing.T) {
+	cfg, _, err := benchConfig([]string{"--scenario", "ramp", "--ramp-refine", "-1"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, -1, cfg.RampRefine, "negative: no refinement")
+	cfg, _, err = benchConfig([]string{"--scenario", "ramp", "--ramp-refine", "4"}, io.Discard)
+	require.NoError(t, err)
+	assert.Equal(t, 4, cfg.RampRefine)
 }
 
 func TestBenchConfigChurnSlow(t *testing.T) {

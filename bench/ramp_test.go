@@ -1,0 +1,89 @@
+package bench
+
+import (
+	"math"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// TestRampNext drives rampNext through whole ramps: each case gives the
+// outcome of every step (true: held), the rates the ramp must choose, how
+// many of them rise before the refinements start, and the capacity.
+func TestRampNext(t *testing.T) {
+	f := func(name string, cfg Config, outcomes []bool, want []float64, rising int, capacity float64) {
+		t.Run(name, func(t *testing.T) {
+			require.Len(t, outcomes, len(want), "an outcome for every step")
+			cfg.Scenario = ScenarioRamp
+			cfg.setDefaults()
+			var held, failed float64
+			refined := 0
+			var got []float64
+			for i := 0; ; i++ {
+				rate, ok := rampNext(&cfg, held, failed, refined)
+				if !ok {
+					break
+				}
+				if i >= len(outcomes) {
+					t.Fatalf("step %d at %g: the ramp should have ended", i, rate)
+				}
+				got = append(got, rate)
+				// ramp's own bookkeeping: a step with a failure below
+				// it is a refinement.
+				assert.Equal(t, i >= rising, failed > 0, "step %d is a refinement", i)
+				if failed > 0 {
+					refined++
+				}
+				if outcomes[i] {
+					held = rate
+				} else {
+					failed = rate
+				}
+			}
+			require.Len(t, got, len(want), "steps run: %v", got)
+			assert.InDeltaSlice(t, want, got, 1e-9)
+			assert.InDelta(t, capacity, held, 1e-9)
+		})
+	}
+	const y, n = true, false
+	mid := func(lo, hi float64) float64 { return math.Sqrt(lo * hi) }
+
+	m1 := mid(225, 337.5)
+	f("rise, fail, refinement held then failed", Config{Rate: 100},
+		[]bool{y, y, y, n, y, n},
+		[]float64{100, 150, 225, 337.5, m1, mid(m1, 337.5)}, 4,
+		m1)
+	m2 := mid(150, 225)
+	f("refinement failed then held", Config{Rate: 100},
+		[]bool{y, y, n, n, y},
+		[]float64{100, 150, 225, m2, mid(150, m2)}, 3,
+		mid(150, m2))
+	m3 := mid(100, 200)
+	m4 := mid(m3, 200)
+	f("three refinements all held", Config{Rate: 100, RampFactor: 2, RampRefine: 3},
+		[]bool{y, n, y, y, y},
+		[]float64{100, 200, m3, m4, mid(m4, 200)}, 2,
+		mid(m4, 200))
+	f("no refinement", Config{Rate: 100, RampRefine: -1},
+		[]bool{y, y, n},
+		[]float64{100, 150, 225}, 3,
+		150)
+	f("no step held", Config{Rate: 100},
+		[]bool{n},
+		[]float64{100}, 1,
+		0)
+	f("max rate held ends the ramp", Config{Rate: 100, RampMaxRate: 200},
+		[]bool{y, y, y},
+		[]float64{100, 150, 200}, 3,
+		200)
+	m5 := mid(150, 200)
+	f("max rate failed refines below it", Config{Rate: 100, RampMaxRate: 200},
+		[]bool{y, y, n, y, n},
+		[]float64{100, 150, 200, m5, mid(m5, 200)}, 3,
+		m5)
+	f("first step above the cap holds", Config{Rate: 300, RampMaxRate: 200},
+		[]bool{y},
+		[]float64{300}, 1,
+		300)
+}
