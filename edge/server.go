@@ -128,7 +128,7 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	if !limitListenerSendBuffer(ln, s.cfg.SocketSendBufferBytes) {
+	if !tuneListener(ln, s.cfg.SocketSendBufferBytes) {
 		s.sendBufferPerConn.Store(true)
 	}
 	err := s.http.Serve(detachListener{ln})

@@ -2,6 +2,7 @@ package edge
 
 import (
 	"net"
+	"os"
 	"strconv"
 	"syscall"
 	"testing"
@@ -13,19 +14,35 @@ import (
 	"github.com/realtime-relay/realtime/internal/sockettest"
 )
 
-// TestListenerSendBuffer checks what Serve relies on: a connection
-// accepted from a listener with SO_SNDBUF set inherits it (Linux doubles
-// the value), so upgrades need no setsockopt of their own.
-func TestListenerSendBuffer(t *testing.T) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+// TestTuneListener checks what Serve relies on: a connection accepted from
+// a tuned listener inherits its SO_SNDBUF (Linux doubles the value), so
+// upgrades need no setsockopt of their own; and with TCP_DEFER_ACCEPT,
+// Accept returns a connection only once it has sent something.
+func TestTuneListener(t *testing.T) {
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	defer ln.Close()
-	require.True(t, limitListenerSendBuffer(ln, 48<<10))
-	server, _ := sockettest.Accept(t, ln)
+	require.True(t, tuneListener(ln, 48<<10))
+
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	// The kernel holds a silent connection for deferAcceptSeconds (1 s);
+	// a tenth of that passes with nothing accepted.
+	require.NoError(t, ln.SetDeadline(time.Now().Add(100*time.Millisecond)))
+	_, err = ln.Accept()
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "a connection that sent nothing was accepted")
+
+	_, err = client.Write([]byte("G"))
+	require.NoError(t, err)
+	require.NoError(t, ln.SetDeadline(time.Now().Add(10*time.Second)))
+	server, err := ln.AcceptTCP()
+	require.NoError(t, err)
+	defer server.Close()
 	assert.Equal(t, 2*48<<10, sockettest.IntOption(t, server, syscall.SOL_SOCKET, syscall.SO_SNDBUF))
 
 	// A listener that is not TCP is left to the per-connection path.
-	assert.False(t, limitListenerSendBuffer(struct{ net.Listener }{ln}, 48<<10))
+	assert.False(t, tuneListener(struct{ net.Listener }{ln}, 48<<10))
 }
 
 func TestHeaderHasToken(t *testing.T) {
