@@ -87,3 +87,18 @@ func TestRampNext(t *testing.T) {
 		[]float64{300}, 1,
 		300)
 }
+
+// TestRampJudgeRetriedFirstStep: a first rate whose first attempt failed
+// and whose retry held is a capacity, not a failed run.
+func TestRampJudgeRetriedFirstStep(t *testing.T) {
+	failed := Step{TargetRate: 40, Why: "p99 60 ms above 50ms"}
+	held := Step{TargetRate: 40, Held: true}
+	r := &run{res: Result{Scenario: ScenarioRamp, Steps: []Step{failed, held}, CapacityRate: 40}}
+	r.judge()
+	assert.Empty(t, r.res.Failures)
+
+	r = &run{res: Result{Scenario: ScenarioRamp, Steps: []Step{failed, failed}}}
+	r.judge()
+	require.Len(t, r.res.Failures, 1)
+	assert.Contains(t, r.res.Failures[0], "did not hold")
+}
