@@ -77,14 +77,18 @@ func (c *channel) Receive(ctx actor.Context) {
 		c.unsubscribe(ctx, m)
 		c.armIdleCheck(ctx)
 	case *flushNow:
-		c.flush()
+		c.state.flushPending = false
+		c.flushSlice()
+		c.scheduleFlush(ctx) // the rest, after the publishes meanwhile
 	case *idleTick:
 		c.state.idleTimer = nil
 		c.checkIdle(ctx)
 	case *crashForTest:
 		panic("crashForTest")
 	case *actor.Stopped:
-		c.flush()
+		for len(c.state.dirty) > 0 {
+			c.flushSlice()
+		}
 		if t := c.state.idleTimer; t != nil {
 			t.Stop()
 		}
@@ -231,25 +235,39 @@ func (c *channel) scheduleFlush(ctx actor.Context) {
 	ctx.Send(ctx.Self(), &flushNow{})
 }
 
-// flush writes the outboxes this channel kicked, each with at most a few
-// non-blocking writes (see outbox.flush). A large fan-out is split across
-// goroutines, one chunk per core, so that every core writes: one
-// goroutine writing to a thousand sockets would hold all of them back by
-// milliseconds. Order does not suffer: each outbox keeps its own.
-func (c *channel) flush() {
+// flushSlice writes the first outboxes this channel kicked, each with at
+// most a few non-blocking writes (see outbox.flush), and leaves the rest
+// for the next flushNow. A large fan-out is thus written in slices with the
+// mailbox served between them: a publish that arrives meanwhile joins the
+// next write of every outbox not yet written (those are still kicked) and
+// kicks the ones already written again, at the end of dirty. The writes
+// sweep the subscribers round and round, and a message waits at most one
+// sweep, not the rest of the current fan-out and then its own. Coalescing
+// does not suffer: each outbox is still written once per sweep.
+//
+// A slice is split across goroutines, one chunk per core, so that every
+// core writes: one goroutine writing to a thousand sockets would hold all
+// of them back by milliseconds. Order does not suffer: each outbox keeps
+// its own.
+func (c *channel) flushSlice() {
 	st := c.state
-	st.flushPending = false
-	dirty := st.dirty
-	if chunk := max(len(dirty)/runtime.GOMAXPROCS(0)+1, minFlushChunk); len(dirty) > chunk {
-		flushParallel(dirty, chunk)
+	n := min(len(st.dirty), flushSliceLen())
+	slice := st.dirty[:n]
+	if chunk := max(n/runtime.GOMAXPROCS(0)+1, minFlushChunk); n > chunk {
+		flushParallel(slice, chunk)
 	} else {
 		// A crash here keeps dirty for the restart's flush: flushing an
 		// outbox twice is harmless (see outbox.flush).
-		flushAll(dirty)
+		flushAll(slice)
 	}
-	clear(dirty)
-	st.dirty = dirty[:0]
+	rest := copy(st.dirty, st.dirty[n:])
+	clear(st.dirty[rest:])
+	st.dirty = st.dirty[:rest]
 }
+
+// flushSliceLen is how many outboxes one flushNow writes: about half a
+// millisecond of writes per core on loopback here (about 6 µs a write).
+func flushSliceLen() int { return 128 * runtime.GOMAXPROCS(0) }
 
 // flushParallel flushes outboxes in chunks, the first on this goroutine,
 // and returns when all are done.

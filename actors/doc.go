@@ -17,7 +17,9 @@
 // and its outbox. Whoever first queues into an idle outbox flushes it: a
 // channel after the publishes already in its mailbox (so a burst becomes
 // one write), with non-blocking writes on its own goroutine, split across
-// goroutines for a large fan-out; a writer goroutine starts only for a
+// goroutines for a large fan-out, and a slice of outboxes at a time with
+// the mailbox served between slices, so that a publish arriving mid-fan-out
+// joins it (channel.flushSlice); a writer goroutine starts only for a
 // write that would block, a ping or a close. A connection that panics is
 // stopped, which removes its subscriptions.
 //

@@ -1,0 +1,72 @@
+package actors
+
+import (
+	"bytes"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+)
+
+// recordingSocket is a Socket that takes every write at once and keeps
+// what each one carried.
+type recordingSocket struct {
+	mu     sync.Mutex
+	writes []string
+}
+
+func (s *recordingSocket) TryWrite(parts [][]byte) (taken, done bool, err error) {
+	return true, true, s.Write(parts)
+}
+func (s *recordingSocket) Write(parts [][]byte) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.writes = append(s.writes, string(bytes.Join(parts, nil)))
+	return nil
+}
+func (s *recordingSocket) WritePing() error            { return nil }
+func (s *recordingSocket) Close(uint16, time.Duration) {}
+
+// TestFlushSweeps: a fan-out larger than a slice is written one slice per
+// flushNow. A message queued between two slices (a publish the mailbox
+// served meanwhile) joins the first write of every outbox not yet written,
+// and the outboxes written already are kicked again behind them.
+func TestFlushSweeps(t *testing.T) {
+	h := newBenchHub(t)
+	defer func() { _ = h.Stop(t.Context()) }()
+	slice := flushSliceLen()
+	n := slice + 10
+	c := &channel{cfg: h.cfg, state: &channelState{}}
+	socks := make([]*recordingSocket, n)
+	outs := make([]*outbox, n)
+	for i := range outs {
+		socks[i] = &recordingSocket{}
+		outs[i] = newOutbox(h.cfg, socks[i], nil)
+		c.queue(outs[i], []byte("one"), 0, true)
+	}
+	require.Len(t, c.state.dirty, n)
+
+	c.flushSlice()
+	require.Len(t, c.state.dirty, 10, "one slice written")
+	assert.Same(t, outs[slice], c.state.dirty[0], "the rest keeps its order")
+
+	for _, o := range outs {
+		c.queue(o, []byte("two"), 0, true)
+	}
+	require.Len(t, c.state.dirty, n, "the outboxes written already are kicked again, once")
+	assert.Same(t, outs[slice], c.state.dirty[0], "not yet written: first")
+	assert.Same(t, outs[0], c.state.dirty[10], "written already: behind them")
+
+	for len(c.state.dirty) > 0 {
+		c.flushSlice()
+	}
+	for i, s := range socks {
+		if i < slice {
+			assert.Equal(t, []string{"one", "two"}, s.writes, "outbox %d", i)
+		} else {
+			assert.Equal(t, []string{"one\ntwo"}, s.writes, "outbox %d", i)
+		}
+	}
+}
