@@ -12,10 +12,14 @@
 // Concurrency. The goroutine that calls Run orchestrates: it starts the
 // target, dials, starts the publishers, prints progress and collects the
 // result; no other goroutine touches the run's plain fields.
-//   - Each subscriber connection has one reader goroutine that owns its
-//     socket reads, its pongs (its only writes after the sub frame) and its
+//   - Each subscriber connection has one reader that owns its socket
+//     reads, its pongs (its only writes after the sub frame) and its
 //     delivery bookkeeping; Run reads that bookkeeping only after the reader
-//     has exited (WaitGroup).
+//     has ended it (done). The reader is a poller (poller_linux.go: one
+//     goroutine per core and an epoll instance, reading each socket once
+//     per readiness) for every connection it can take, and a goroutine of
+//     its own for churn's, slow's stopped ones and TLS ones. Run ends a
+//     polled connection by shutting its reading down, which the poller sees.
 //   - In churn a subscription's reader also drops its connection when the
 //     read deadline of its reconnect slot fires and dials the next one; it
 //     swaps the connection under the subscriber's connMu, which closeAll
@@ -29,5 +33,6 @@
 //
 // The load generator shares the machine with the relay when the relay is a
 // child, so it is lean: a subscriber reads frames into a reused buffer and
-// scans only the bytes it needs, with no per-message allocation.
+// scans only the bytes it needs, with no per-message allocation, and most
+// need no goroutine.
 package bench

@@ -57,6 +57,10 @@ type run struct {
 	reconnectLat *latencies
 	// Slow: the subscribers that stop reading.
 	stall *stall
+	// pollers read the subscribers that need no goroutine of their own:
+	// all but churn's (which redial) and slow's stopped ones; nil when
+	// epoll is missing.
+	pollers *pollers
 }
 
 // Run runs the scenario of cfg and returns what it measured. An error
@@ -99,6 +103,9 @@ func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Co
 		fmt.Fprintf(cfg.Progress, "%s: pid %d, %s, admin %s\n", t.name, t.cmd.Process.Pid, t.base, t.adminURL)
 	}
 	r.dialer = newDialer(t.base, cfg.SourceAddrs, defaultDialTimeout)
+	if cfg.Scenario != ScenarioChurn {
+		r.pollers = newPollers()
+	}
 	r.readyStats, _ = t.stats()
 	if err := r.mintTokens(); err != nil {
 		_ = t.stop()
@@ -118,6 +125,9 @@ func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Co
 		err = r.slow(ctx)
 	}
 	r.closeAll()
+	if r.pollers != nil {
+		r.pollers.stop()
+	}
 	if serr := t.stop(); serr != nil {
 		r.res.Failures = append(r.res.Failures, serr.Error())
 	}
@@ -227,9 +237,13 @@ func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
 		}
 	}
 	r.ctr.open.Add(1)
-	if r.loops != nil {
+	s.polled = r.pollers != nil && r.loops == nil && s.stall == nil && c.rc != nil
+	switch {
+	case r.loops != nil:
 		go r.churnLoop(r.loops, s)
-	} else {
+	case s.polled:
+		r.pollers.add(s)
+	default:
 		go s.readLoop()
 	}
 	return s, nil
@@ -270,7 +284,11 @@ func (r *run) closeAll() {
 	}
 	for _, s := range r.subs {
 		s.connMu.Lock()
-		s.conn.close()
+		if s.polled {
+			s.conn.shutdown()
+		} else {
+			s.conn.close()
+		}
 		s.connMu.Unlock()
 	}
 	for _, s := range r.subs {

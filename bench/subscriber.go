@@ -159,6 +159,7 @@ type subscriber struct {
 	acked   chan struct{} // closed when the sub is answered or the reader ends
 	done    chan struct{} // closed when the reader goroutine returns
 	closing *atomic.Bool  // set by the run before it closes connections
+	polled  bool          // read by a poller, not a goroutine of its own
 	// stall is set for the subscribers that the slow scenario stops; nil
 	// for every other. Their deliveries are not counted in ctr.delivered
 	// and their latencies not recorded (lat is nil).
@@ -245,41 +246,78 @@ func subFrame(ch string) []byte {
 // readLoop reads until the connection fails or closes. It runs on its own
 // goroutine and is the only user of s.conn after the sub was sent.
 func (s *subscriber) readLoop() {
-	defer close(s.done)
-	defer s.ctr.open.Add(-1)
-	if s.channel < 0 {
-		s.answered = true
-		close(s.acked)
-	}
-	defer func() {
-		if !s.answered {
-			close(s.acked)
-		}
-	}()
+	s.begin()
 	for {
 		p, err := s.conn.readMessage()
 		if err != nil {
-			if ce := (closeError{}); errors.As(err, &ce) {
-				s.closeCode = ce.code
-			}
-			if !s.closing.Load() {
-				s.readErr = err
-				s.ctr.readErrors.Add(1)
-			}
+			s.end(err)
 			return
 		}
-		wasAnswered := s.answered
-		msgs := s.handle(p, time.Now().UnixNano())
-		if !wasAnswered && s.answered {
-			close(s.acked)
-		}
-		s.count(msgs)
+		s.deliver(p)
 		if s.stopped() {
 			// A client that stopped reading: the socket's buffers fill,
 			// then the relay's queue for it.
 			<-s.stall.resume
 		}
 	}
+}
+
+// pollRead is readLoop's body for a subscriber on a poller: it reads what
+// the socket holds and delivers the messages complete in it. It reports
+// whether the subscriber ended (then the poller drops it).
+func (s *subscriber) pollRead() (ended bool) {
+	n, err := s.conn.readOnce()
+	if err == nil && n == 0 {
+		return false
+	}
+	for err == nil {
+		var p []byte
+		var ok bool
+		if p, ok, err = s.conn.nextMessage(); ok {
+			s.deliver(p)
+		} else if err == nil {
+			return false
+		}
+	}
+	_ = s.conn.nc.Close()
+	s.end(err)
+	return true
+}
+
+// begin starts reading: a connection without a subscription has no answer
+// to wait for.
+func (s *subscriber) begin() {
+	if s.channel < 0 {
+		s.answered = true
+		close(s.acked)
+	}
+}
+
+// deliver handles one message and counts it.
+func (s *subscriber) deliver(p []byte) {
+	wasAnswered := s.answered
+	msgs := s.handle(p, time.Now().UnixNano())
+	if !wasAnswered && s.answered {
+		close(s.acked)
+	}
+	s.count(msgs)
+}
+
+// end records why reading ended (nothing when the run closed it) and
+// releases whoever waits for the reader.
+func (s *subscriber) end(err error) {
+	if ce := (closeError{}); errors.As(err, &ce) {
+		s.closeCode = ce.code
+	}
+	if !s.closing.Load() {
+		s.readErr = err
+		s.ctr.readErrors.Add(1)
+	}
+	if !s.answered {
+		close(s.acked)
+	}
+	s.ctr.open.Add(-1)
+	close(s.done)
 }
 
 // count records a frame's msgs and their latencies (left in s.micros).

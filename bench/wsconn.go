@@ -15,6 +15,7 @@ import (
 	"net"
 	"net/url"
 	"strconv"
+	"sync"
 	"syscall"
 	"time"
 
@@ -58,17 +59,25 @@ type upgradeError struct{ status int }
 func (e upgradeError) Error() string { return fmt.Sprintf("bench: upgrade answered HTTP %d", e.status) }
 
 // wsConn is a minimal client side of a WebSocket: enough of RFC 6455 to
-// subscribe and to read the relay's text frames fast.
+// subscribe and to read the relay's text frames fast. Frames are parsed
+// from in, which is filled either by blocking reads (readMessage, on a
+// reader goroutine) or by one non-blocking read per readiness (readOnce,
+// on a poller): the same parser serves both.
 //
-// Must only be used by one goroutine at a time: the dialer, then its reader.
-// Close may be called from any goroutine (it only closes the socket).
+// Must only be used by one goroutine at a time: the dialer, then its reader
+// (or poller). Close and shutdown may be called from any goroutine (they
+// only write a close frame and close the socket).
 type wsConn struct {
-	nc  net.Conn
-	br  *bufio.Reader
-	buf []byte // reused message payload
-	out []byte // reused outgoing frame
-	// ctlStart is where the last frame's payload starts in buf.
-	ctlStart int
+	nc net.Conn
+	rc syscall.RawConn // nc's, for readOnce; nil over TLS
+	// in holds the bytes read and not yet parsed, from in[r:]; a message
+	// returned by nextMessage points into it until the next read.
+	in  []byte
+	r   int
+	buf []byte // a fragmented message's payload, reused
+	// fragmented says a message's first fragment is in buf.
+	fragmented bool
+	out        []byte // reused outgoing frame
 }
 
 // dialer opens subscriber connections to one relay.
@@ -121,13 +130,20 @@ func (d *dialer) dial(ctx context.Context, n int, token string, cramped bool) (*
 	if d.tls != nil {
 		nc = tls.Client(nc, d.tls)
 	}
-	c := &wsConn{nc: nc, br: bufio.NewReaderSize(nc, readBufferBytes)}
+	c := &wsConn{nc: nc}
+	if sc, ok := nc.(syscall.Conn); ok {
+		c.rc, _ = sc.SyscallConn()
+	}
 	if err := c.handshake(d, token); err != nil {
 		_ = nc.Close()
 		return nil, err
 	}
 	return c, nil
 }
+
+// handshakeReaders pools the readers of 101 responses: a connection needs
+// one only until its upgrade is done.
+var handshakeReaders = sync.Pool{New: func() any { return bufio.NewReaderSize(nil, readBufferBytes) }}
 
 // Socket sizes of a cramped connection: what an internet client's socket
 // holds, not loopback's.
@@ -175,7 +191,17 @@ func (c *wsConn) handshake(d *dialer, token string) error {
 	if _, err := c.nc.Write(b); err != nil {
 		return err
 	}
-	if err := readUpgradeResponse(c.br, key[:]); err != nil {
+	br := handshakeReaders.Get().(*bufio.Reader)
+	br.Reset(c.nc)
+	err := readUpgradeResponse(br, key[:])
+	if err == nil {
+		// Whatever came after the head is the first frames' bytes.
+		rest, _ := br.Peek(br.Buffered())
+		c.in = append(make([]byte, 0, readBufferBytes), rest...)
+	}
+	br.Reset(nil)
+	handshakeReaders.Put(br)
+	if err != nil {
 		return err
 	}
 	return c.nc.SetDeadline(time.Time{})
@@ -255,93 +281,171 @@ func (c *wsConn) writeFrame(op byte, payload []byte) error {
 }
 
 // readMessage returns the next text message's payload, answering pings on
-// the way. The slice is valid until the next call. A close frame from the
-// server returns a closeError.
+// the way, reading the socket as long as it must (blocking). The slice is
+// valid until the next call. A close frame from the server returns a
+// closeError.
 func (c *wsConn) readMessage() ([]byte, error) {
-	c.buf = c.buf[:0]
 	for {
-		fin, op, err := c.readFrame()
-		if err != nil {
+		if p, ok, err := c.nextMessage(); ok || err != nil {
+			return p, err
+		}
+		if err := c.read(c.nc.Read); err != nil {
 			return nil, err
-		}
-		switch op {
-		case opPing:
-			// The ping payload sits at the end of buf; pong with it and
-			// forget it.
-			if err := c.writeFrame(opPong, c.buf[c.ctlStart:]); err != nil {
-				return nil, err
-			}
-			c.buf = c.buf[:c.ctlStart]
-			continue
-		case opPong:
-			c.buf = c.buf[:c.ctlStart]
-			continue
-		case opClose:
-			var code uint16 = 1005 // no status code present
-			if p := c.buf[c.ctlStart:]; len(p) >= 2 {
-				code = binary.BigEndian.Uint16(p)
-			}
-			return nil, closeError{code}
-		}
-		if fin {
-			return c.buf, nil
 		}
 	}
 }
 
-// readFrame appends the next frame's payload to c.buf. Control frames
-// (which may come between the fragments of a message) are appended too,
-// from c.ctlStart on, and so must be removed by the caller.
-func (c *wsConn) readFrame() (fin bool, op byte, err error) {
-	var h [2]byte
-	if _, err = io.ReadFull(c.br, h[:]); err != nil {
-		return false, 0, err
-	}
-	fin, op = h[0]&0x80 != 0, h[0]&0x0f
-	if h[1]&0x80 != 0 {
-		return false, 0, errors.New("bench: server sent a masked frame")
-	}
-	n := uint64(h[1] & 0x7f)
-	switch n {
-	case 126:
-		var ext [2]byte
-		if _, err = io.ReadFull(c.br, ext[:]); err != nil {
-			return false, 0, err
+// readOnce reads what the socket holds without waiting for more: n is 0
+// when it holds nothing (a spurious readiness). io.EOF when the server
+// has closed it. A poller calls it when epoll says the socket is readable.
+func (c *wsConn) readOnce() (n int, err error) {
+	err = c.read(func(p []byte) (int, error) {
+		var rerr error
+		if err := c.rc.Read(func(fd uintptr) bool {
+			n, rerr = syscall.Read(int(fd), p)
+			return true // never wait in Go's poller: epoll is ours
+		}); err != nil {
+			return 0, err
 		}
-		n = uint64(binary.BigEndian.Uint16(ext[:]))
-	case 127:
-		var ext [8]byte
-		if _, err = io.ReadFull(c.br, ext[:]); err != nil {
-			return false, 0, err
+		switch {
+		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
+			return 0, nil
+		case rerr != nil:
+			return 0, rerr
+		case n == 0:
+			return 0, io.EOF
 		}
-		n = binary.BigEndian.Uint64(ext[:])
+		return n, nil
+	})
+	return n, err
+}
+
+// read makes room in in and appends what one call of readFn reads. Room
+// means: the parsed bytes dropped, and the buffer doubled when a frame
+// fills it.
+func (c *wsConn) read(readFn func([]byte) (int, error)) error {
+	if c.r > 0 {
+		c.in = c.in[:copy(c.in, c.in[c.r:])]
+		c.r = 0
 	}
-	if n > maxFrameBytes || uint64(len(c.buf))+n > maxFrameBytes {
-		return false, 0, fmt.Errorf("bench: server frame of %d bytes", n)
+	if len(c.in) == cap(c.in) {
+		grown := make([]byte, len(c.in), max(2*cap(c.in), readBufferBytes))
+		copy(grown, c.in)
+		c.in = grown
+	}
+	n, err := readFn(c.in[len(c.in):cap(c.in)])
+	c.in = c.in[:len(c.in)+n]
+	return err
+}
+
+// nextMessage returns the next complete text message in what was read so
+// far (ok=false when more bytes are needed), answering pings on the way.
+// The slice is valid until the next read. A close frame from the server
+// returns a closeError.
+func (c *wsConn) nextMessage() (p []byte, ok bool, err error) {
+	for {
+		fin, op, payload, n, err := parseServerFrame(c.in[c.r:])
+		if err != nil || n == 0 {
+			return nil, false, err
+		}
+		c.r += n
+		switch op {
+		case opPing:
+			if err := c.writeFrame(opPong, payload); err != nil {
+				return nil, false, err
+			}
+		case opPong:
+		case opClose:
+			var code uint16 = 1005 // no status code present
+			if len(payload) >= 2 {
+				code = binary.BigEndian.Uint16(payload)
+			}
+			return nil, false, closeError{code}
+		case opText, opBinary:
+			if c.fragmented {
+				return nil, false, errors.New("bench: a new message inside a fragmented one")
+			}
+			if fin {
+				return payload, true, nil
+			}
+			c.buf, c.fragmented = append(c.buf[:0], payload...), true
+		case opContinuation:
+			if !c.fragmented {
+				return nil, false, errors.New("bench: a continuation frame outside a message")
+			}
+			if len(c.buf)+len(payload) > maxFrameBytes {
+				return nil, false, fmt.Errorf("bench: server message over %d bytes", maxFrameBytes)
+			}
+			c.buf = append(c.buf, payload...)
+			if fin {
+				c.fragmented = false
+				return c.buf, true, nil
+			}
+		}
+	}
+}
+
+// parseServerFrame parses the unmasked server frame at the start of b: n
+// is its length in b, 0 when b does not hold all of it yet.
+func parseServerFrame(b []byte) (fin bool, op byte, payload []byte, n int, err error) {
+	if len(b) < 2 {
+		return false, 0, nil, 0, nil
+	}
+	fin, op = b[0]&0x80 != 0, b[0]&0x0f
+	if b[1]&0x80 != 0 {
+		return false, 0, nil, 0, errors.New("bench: server sent a masked frame")
 	}
 	switch op {
 	case opText, opBinary, opContinuation, opClose, opPing, opPong:
 	default:
-		return false, 0, fmt.Errorf("bench: unknown opcode %d", op)
+		return false, 0, nil, 0, fmt.Errorf("bench: unknown opcode %d", op)
 	}
-	c.ctlStart = len(c.buf)
-	start := len(c.buf)
-	if need := start + int(n); need > cap(c.buf) {
-		grown := make([]byte, start, max(need, 2*cap(c.buf)))
-		copy(grown, c.buf)
-		c.buf = grown
+	size, head := uint64(b[1]&0x7f), 2
+	switch size {
+	case 126:
+		if len(b) < 4 {
+			return false, 0, nil, 0, nil
+		}
+		size, head = uint64(binary.BigEndian.Uint16(b[2:4])), 4
+	case 127:
+		if len(b) < 10 {
+			return false, 0, nil, 0, nil
+		}
+		size, head = binary.BigEndian.Uint64(b[2:10]), 10
 	}
-	c.buf = c.buf[:start+int(n)]
-	_, err = io.ReadFull(c.br, c.buf[start:])
-	return fin, op, err
+	if size > maxFrameBytes {
+		return false, 0, nil, 0, fmt.Errorf("bench: server frame of %d bytes", size)
+	}
+	end := head + int(size)
+	if len(b) < end {
+		return false, 0, nil, 0, nil
+	}
+	return fin, op, b[head:end], end, nil
 }
 
-// close sends a normal close frame and closes the socket, waiting at most
-// a moment for the write. It may be called from any goroutine: it has its
-// own buffer, and a net.Conn write is atomic with respect to others.
+// shutdown sends a normal close frame and shuts the socket down without
+// closing it: the poller reading it sees the end of the stream, ends its
+// subscriber and closes it. (Closing it here would take it out of the
+// poller's epoll set unseen, and its subscriber would never end.)
+func (c *wsConn) shutdown() {
+	c.sendClose()
+	if tc, ok := c.nc.(*net.TCPConn); ok {
+		_ = tc.CloseRead()
+	}
+}
+
+// close sends a normal close frame and closes the socket. It may be called
+// from any goroutine.
 func (c *wsConn) close() {
+	c.sendClose()
+	_ = c.nc.Close()
+}
+
+// sendClose writes a normal close frame, waiting at most a moment. It may
+// be called from any goroutine: it has its own buffer, and a net.Conn
+// write is atomic with respect to others.
+func (c *wsConn) sendClose() {
 	var b [16]byte
 	_ = c.nc.SetWriteDeadline(time.Now().Add(100 * time.Millisecond))
 	_, _ = c.nc.Write(wsframe.AppendMasked(b[:0], opClose, []byte{0x03, 0xe8})) // 1000
-	_ = c.nc.Close()
 }

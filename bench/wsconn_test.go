@@ -2,14 +2,20 @@ package bench
 
 import (
 	"bufio"
+	"bytes"
 	"crypto/sha1"
 	"encoding/base64"
+	"encoding/binary"
+	"io"
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/internal/sockettest"
 )
 
 func TestReadUpgradeResponse(t *testing.T) {
@@ -81,4 +87,117 @@ func BenchmarkUpgradeResponse(b *testing.B) {
 			}
 		}
 	})
+}
+
+// serverFrame encodes an unmasked server frame.
+func serverFrame(fin bool, op byte, payload []byte) []byte {
+	b := []byte{op, 0}
+	if fin {
+		b[0] |= 0x80
+	}
+	switch n := len(payload); {
+	case n < 126:
+		b[1] = byte(n)
+	case n <= 0xffff:
+		b[1] = 126
+		b = binary.BigEndian.AppendUint16(b, uint16(n))
+	default:
+		b[1] = 127
+		b = binary.BigEndian.AppendUint64(b, uint64(n))
+	}
+	return append(b, payload...)
+}
+
+// TestWsConnReads feeds a client real socket bytes cut at awkward places
+// and reads them both ways: blocking (readMessage, a reader goroutine's)
+// and one non-blocking read at a time (readOnce, a poller's).
+func TestWsConnReads(t *testing.T) {
+	big := bytes.Repeat([]byte("x"), 3*readBufferBytes+5) // grows the buffer
+	var stream []byte
+	stream = append(stream, serverFrame(true, opText, []byte("one"))...)
+	stream = append(stream, serverFrame(false, opText, []byte("fr"))...)
+	stream = append(stream, serverFrame(true, opPing, []byte("p"))...) // between fragments
+	stream = append(stream, serverFrame(true, opContinuation, []byte("ag"))...)
+	stream = append(stream, serverFrame(true, opText, big)...)
+	stream = append(stream, serverFrame(true, opClose, []byte{0x0f, 0xa8})...) // 4008
+	want := []string{"one", "frag", string(big)}
+
+	for _, polled := range []bool{false, true} {
+		t.Run(map[bool]string{false: "blocking", true: "polled"}[polled], func(t *testing.T) {
+			server, client := sockettest.Pair(t)
+			rc, err := client.SyscallConn()
+			require.NoError(t, err)
+			c := &wsConn{nc: client, rc: rc}
+			go func() {
+				// A byte at a time for the first frames, then the rest.
+				for i := range 12 {
+					_, _ = server.Write(stream[i : i+1])
+					time.Sleep(time.Millisecond) // each its own segment, most of the time
+				}
+				_, _ = server.Write(stream[12:])
+			}()
+			var got []string
+			var end error
+			deadline := time.Now().Add(10 * time.Second)
+			for end == nil {
+				require.True(t, time.Now().Before(deadline), "read %q so far", got)
+				if !polled {
+					var p []byte
+					if p, end = c.readMessage(); end == nil {
+						got = append(got, string(p))
+					}
+					continue
+				}
+				var n int
+				if n, end = c.readOnce(); n == 0 && end == nil {
+					time.Sleep(time.Millisecond) // nothing yet: a poller would wait for epoll
+				}
+				for end == nil {
+					p, ok, err := c.nextMessage()
+					if end = err; !ok {
+						break
+					}
+					got = append(got, string(p))
+				}
+			}
+			assert.Equal(t, want, got)
+			var ce closeError
+			require.ErrorAs(t, end, &ce)
+			assert.Equal(t, uint16(4008), ce.code)
+
+			// The ping was answered with a masked pong carrying its payload.
+			require.NoError(t, server.SetReadDeadline(time.Now().Add(10*time.Second)))
+			var pong [7]byte
+			_, err = io.ReadFull(server, pong[:])
+			require.NoError(t, err)
+			assert.Equal(t, byte(0x80|opPong), pong[0])
+			assert.Equal(t, byte(0x80|1), pong[1], "masked, 1 byte")
+			assert.Equal(t, byte('p'), pong[6]^pong[2], "payload under the mask")
+		})
+	}
+}
+
+func TestParseServerFrame(t *testing.T) {
+	whole := serverFrame(true, opText, bytes.Repeat([]byte("y"), 300)) // 16-bit length
+	for cut := range len(whole) {
+		_, _, _, n, err := parseServerFrame(whole[:cut])
+		require.NoError(t, err)
+		require.Zero(t, n, "incomplete at %d bytes", cut)
+	}
+	fin, op, p, n, err := parseServerFrame(append(whole, 0x81))
+	require.NoError(t, err)
+	assert.True(t, fin)
+	assert.Equal(t, byte(opText), op)
+	assert.Len(t, p, 300)
+	assert.Equal(t, len(whole), n, "the next frame's byte is not consumed")
+
+	bad := func(b []byte, msg string) {
+		t.Helper()
+		_, _, _, _, err := parseServerFrame(b)
+		require.Error(t, err)
+		assert.Contains(t, err.Error(), msg)
+	}
+	bad([]byte{0x81, 0x81, 0, 0, 0, 0, 'x'}, "masked")
+	bad([]byte{0x83, 0}, "opcode")
+	bad([]byte{0x81, 127, 0xff, 0, 0, 0, 0, 0, 0, 0}, "bytes")
 }
