@@ -388,30 +388,14 @@ func (c *wsConn) nextMessage() (p []byte, ok bool, err error) {
 // parseServerFrame parses the unmasked server frame at the start of b: n
 // is its length in b, 0 when b does not hold all of it yet.
 func parseServerFrame(b []byte) (fin bool, op byte, payload []byte, n int, err error) {
-	if len(b) < 2 {
-		return false, 0, nil, 0, nil
-	}
-	fin, op = b[0]&0x80 != 0, b[0]&0x0f
-	if b[1]&0x80 != 0 {
-		return false, 0, nil, 0, errors.New("bench: server sent a masked frame")
+	fin, op, size, head, err := wsframe.ParseServerHead(b)
+	if err != nil || head == 0 {
+		return false, 0, nil, 0, err
 	}
 	switch op {
 	case opText, opBinary, opContinuation, opClose, opPing, opPong:
 	default:
 		return false, 0, nil, 0, fmt.Errorf("bench: unknown opcode %d", op)
-	}
-	size, head := uint64(b[1]&0x7f), 2
-	switch size {
-	case 126:
-		if len(b) < 4 {
-			return false, 0, nil, 0, nil
-		}
-		size, head = uint64(binary.BigEndian.Uint16(b[2:4])), 4
-	case 127:
-		if len(b) < 10 {
-			return false, 0, nil, 0, nil
-		}
-		size, head = binary.BigEndian.Uint64(b[2:10]), 10
 	}
 	if size > maxFrameBytes {
 		return false, 0, nil, 0, fmt.Errorf("bench: server frame of %d bytes", size)

@@ -60,3 +60,28 @@ func TestReadServerFrame(t *testing.T) {
 	_, _, err = ReadServerFrame(bytes.NewReader([]byte{0x81, 5, 'a'}))
 	assert.ErrorIs(t, err, io.ErrUnexpectedEOF)
 }
+
+func TestParseServerHead(t *testing.T) {
+	for _, c := range []struct {
+		head []byte
+		size uint64
+	}{
+		{[]byte{0x81, 125}, 125},
+		{binary.BigEndian.AppendUint16([]byte{0x01, 126}, 300), 300},
+		{binary.BigEndian.AppendUint64([]byte{0x81, 127}, 1<<40), 1 << 40},
+	} {
+		for cut := range len(c.head) {
+			_, _, _, head, err := ParseServerHead(c.head[:cut])
+			require.NoError(t, err)
+			require.Zero(t, head, "%x cut at %d", c.head, cut)
+		}
+		fin, op, size, head, err := ParseServerHead(append(c.head, 'x'))
+		require.NoError(t, err)
+		assert.Equal(t, c.head[0]&0x80 != 0, fin)
+		assert.Equal(t, byte(0x1), op)
+		assert.Equal(t, c.size, size)
+		assert.Equal(t, len(c.head), head)
+	}
+	_, _, _, _, err := ParseServerHead([]byte{0x81, 0x81})
+	assert.ErrorIs(t, err, ErrMasked)
+}
