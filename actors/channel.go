@@ -138,12 +138,20 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		return
 	}
 	if !dup {
+		kicked := len(st.dirty)
 		hook := c.cfg.BeforeDeliverForTest
 		for i, s := range st.subs {
 			if hook != nil {
 				hook(st.name, offset, i)
 			}
 			c.queue(s.out, frame, m.ReceivedAt, true)
+		}
+		// The outboxes this publish kicked are in dirty (a crash above
+		// leaves them to the restart's flush); a batch's request takes
+		// them, to write them with its other channels' messages.
+		if m.Batch && requestOf(ctx).adopt(st.dirty[kicked:]) {
+			clear(st.dirty[kicked:])
+			st.dirty = st.dirty[:kicked]
 		}
 		c.scheduleFlush(ctx)
 	}
@@ -252,17 +260,22 @@ func (c *channel) scheduleFlush(ctx actor.Context) {
 func (c *channel) flushSlice() {
 	st := c.state
 	n := min(len(st.dirty), flushSliceLen())
-	slice := st.dirty[:n]
-	if chunk := max(n/runtime.GOMAXPROCS(0)+1, minFlushChunk); n > chunk {
-		flushParallel(slice, chunk)
-	} else {
-		// A crash here keeps dirty for the restart's flush: flushing an
-		// outbox twice is harmless (see outbox.flush).
-		flushAll(slice)
-	}
+	// A crash in here keeps dirty for the restart's flush: flushing an
+	// outbox twice is harmless (see outbox.flush).
+	flushOutboxes(st.dirty[:n])
 	rest := copy(st.dirty, st.dirty[n:])
 	clear(st.dirty[rest:])
 	st.dirty = st.dirty[:rest]
+}
+
+// flushOutboxes flushes outboxes on this goroutine, or in chunks, one per
+// core, when there are many.
+func flushOutboxes(outboxes []*outbox) {
+	if chunk := max(len(outboxes)/runtime.GOMAXPROCS(0)+1, minFlushChunk); len(outboxes) > chunk {
+		flushParallel(outboxes, chunk)
+	} else {
+		flushAll(outboxes)
+	}
 }
 
 // flushSliceLen is how many outboxes one flushNow writes: about half a

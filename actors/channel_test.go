@@ -6,6 +6,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 )
@@ -69,4 +70,42 @@ func TestFlushSweeps(t *testing.T) {
 			assert.Equal(t, []string{"one\ntwo"}, s.writes, "outbox %d", i)
 		}
 	}
+}
+
+// TestRepliesFlushAdoptedAtTheEnd: a request of several messages writes
+// the outboxes its channels kicked when its last answer comes, not before,
+// and after that leaves new ones to their channel. A dead letter (the hub
+// stopping) ends it too.
+func TestRepliesFlushAdoptedAtTheEnd(t *testing.T) {
+	h := newBenchHub(t)
+	defer func() { _ = h.Stop(t.Context()) }()
+	kicked := func(sock *recordingSocket, frames ...string) *outbox {
+		o := newOutbox(h.cfg, sock, nil)
+		for _, f := range frames {
+			o.push([]byte(f), 0, true)
+		}
+		return o
+	}
+	newReplies := func(n int) *replies {
+		return &replies{results: make([]*publishResult, n), left: n, done: make(chan struct{})}
+	}
+
+	var a, b recordingSocket
+	r := newReplies(2)
+	require.True(t, r.adopt([]*outbox{kicked(&a, "a1", "a2")}))
+	r.SendUserMessage(nil, &publishResult{Index: 0})
+	require.True(t, r.adopt([]*outbox{kicked(&b, "b1")}))
+	assert.Empty(t, a.writes, "written only once every channel answered")
+	r.SendUserMessage(nil, &publishResult{Index: 1})
+	assert.Equal(t, []string{"a1\na2"}, a.writes)
+	assert.Equal(t, []string{"b1"}, b.writes)
+	assert.False(t, r.adopt([]*outbox{kicked(&b, "late")}), "an ended request adopts nothing")
+
+	var c recordingSocket
+	r = newReplies(3)
+	require.True(t, r.adopt([]*outbox{kicked(&c, "c1")}))
+	r.SendUserMessage(nil, &actor.DeadLetterResponse{})
+	assert.Equal(t, []string{"c1"}, c.writes)
+
+	assert.False(t, (*replies)(nil).adopt(nil), "a publish not from a request of this node")
 }

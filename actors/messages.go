@@ -27,6 +27,11 @@ type publish struct {
 	ReceivedAt int64
 	// Index is the publish's place in its request, echoed in the answer.
 	Index int
+	// Batch says the request holds more than one message: the outboxes
+	// this publish kicks are written when the whole request is answered
+	// (see replies), so that a connection subscribed to several of its
+	// channels gets them in one write.
+	Batch bool
 }
 
 // errUnavailable is publishResult.Err for a message the channel could not

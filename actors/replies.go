@@ -14,41 +14,97 @@ import (
 // of the relay's CPU per publish. Each publish carries its index in the set
 // and the channel's answer carries it back.
 //
+// A request of several messages also owns the outboxes its channels kicked
+// (adopt) and writes them when the last answer comes, or when it stops
+// waiting: a connection subscribed to several of the request's channels
+// (a dashboard's gadgets) then gets all its messages in one write instead
+// of one per channel. The channels that answered first wait for the
+// slowest, which the publisher waits for anyway.
+//
 // Concurrency: answers arrive on the channels' goroutines, the waiter is
-// the publishing goroutine; mu guards the results.
+// the publishing goroutine; mu guards the results and the adopted
+// outboxes. Whoever takes the last answer (or gives up waiting) flushes,
+// outside mu.
 type replies struct {
 	mu      sync.Mutex
 	results []*publishResult // guarded by mu; nil until answered
 	left    int              // guarded by mu: answers still missing
 	closed  bool             // guarded by mu: the waiter is gone; drop late answers
 	done    chan struct{}    // closed when left reaches 0
+	adopted []*outbox        // guarded by mu: kicked outboxes to flush at the end
+	ended   bool             // guarded by mu: adopted was flushed; adopt no more
+}
+
+// requestOf returns the request a publish came from, or nil when its
+// sender is not a replies process of this node.
+func requestOf(ctx actor.Context) *replies {
+	p, ok := ctx.ActorSystem().ProcessRegistry.Get(ctx.Sender())
+	if !ok {
+		return nil
+	}
+	r, _ := p.(*replies)
+	return r
+}
+
+// adopt takes kicked outboxes, which it will flush, and reports whether
+// it did; a request that has ended (or is nil) leaves them to the caller.
+func (r *replies) adopt(outboxes []*outbox) bool {
+	if r == nil {
+		return false
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.ended {
+		return false
+	}
+	r.adopted = append(r.adopted, outboxes...)
+	return true
+}
+
+// endLocked stops adopting and returns what was adopted, for the caller to flush
+// once it has released mu.
+func (r *replies) endLocked() []*outbox {
+	r.ended = true
+	out := r.adopted
+	r.adopted = nil
+	return out
 }
 
 // SendUserMessage takes a channel's answer; it implements actor.Process.
 func (r *replies) SendUserMessage(_ *actor.PID, message any) {
 	_, msg, _ := actor.UnwrapEnvelope(message)
 	r.mu.Lock()
-	defer r.mu.Unlock()
+	flush := r.takeLocked(msg)
+	r.mu.Unlock()
+	flushOutboxes(flush)
+}
+
+// takeLocked records an answer and returns the adopted outboxes when it
+// was the last.
+func (r *replies) takeLocked(msg any) []*outbox {
 	if _, dead := msg.(*actor.DeadLetterResponse); dead {
 		// The registry is gone (the hub is stopping): no answer will come,
 		// so fail what is unanswered now rather than at the timeout.
 		if !r.closed && r.left > 0 {
 			r.left = 0
 			close(r.done)
+			return r.endLocked()
 		}
-		return
+		return nil
 	}
 	res, ok := msg.(*publishResult)
 	if !ok {
-		return
+		return nil
 	}
 	if r.closed || r.left == 0 || res.Index < 0 || res.Index >= len(r.results) || r.results[res.Index] != nil {
-		return
+		return nil
 	}
 	r.results[res.Index] = res
 	if r.left--; r.left == 0 {
 		close(r.done)
+		return r.endLocked()
 	}
+	return nil
 }
 
 // SendSystemMessage implements actor.Process; no system message is expected.
@@ -78,7 +134,10 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, t
 	case <-t.C:
 	}
 	r.mu.Lock()
-	defer r.mu.Unlock()
 	r.closed = true
-	return r.results
+	flush := r.endLocked() // a timeout: some channel never answered
+	results := r.results
+	r.mu.Unlock()
+	flushOutboxes(flush)
+	return results
 }

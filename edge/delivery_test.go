@@ -1,6 +1,8 @@
 package edge_test
 
 import (
+	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -9,7 +11,9 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/edge"
+	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/testutil"
+	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // After the ack of an unsub, no message of that channel follows, even with
@@ -168,4 +172,55 @@ func TestWriteTimeoutClosesTheSocket(t *testing.T) {
 	assert.InDelta(t, 1, r.Metric(t, writeErrors), 0)
 	r.WaitMetric(t, "realtime_connections", 0)
 	assert.Zero(t, r.Metric(t, "realtime_slow_consumer_disconnects_total"))
+}
+
+// TestBatchIsOneFramePerConnection: a batch publish to several channels of
+// one connection (a dashboard's gadgets) reaches it in one frame, one
+// write, instead of one per channel; a connection subscribed to part of
+// them gets its part in one frame too.
+func TestBatchIsOneFramePerConnection(t *testing.T) {
+	r := testutil.StartRelay(t)
+	token := r.SubscribeToken(t)
+	const gadgets = 10
+	channel := func(g int) string { return testutil.Channel("dash-g" + strconv.Itoa(g)) }
+	all, half := r.DialRawConn(t, token, 0), r.DialRawConn(t, token, 0)
+	for g := range gadgets {
+		all.Send(`{"op":"sub","id":` + strconv.Itoa(g+1) + `,"ch":"` + channel(g) + `"}`)
+		if g%2 == 0 {
+			half.Send(`{"op":"sub","id":` + strconv.Itoa(g+1) + `,"ch":"` + channel(g) + `"}`)
+		}
+	}
+	all.ReadMessages(t, gadgets)    // the acks
+	half.ReadMessages(t, gadgets/2) // the acks
+
+	var body strings.Builder
+	body.WriteString(`{"messages":[`)
+	for g := range gadgets {
+		if g > 0 {
+			body.WriteByte(',')
+		}
+		body.WriteString(`{"channel":"` + channel(g) + `","event":"update","data":"x"}`)
+	}
+	body.WriteString(`]}`)
+	code, resp := r.Post(t, "/v1/publish/batch", r.PublishToken(t), body.String())
+	require.Equal(t, 200, code, resp)
+
+	for _, c := range []struct {
+		conn *testutil.RawConn
+		want int
+	}{{all, gadgets}, {half, gadgets / 2}} {
+		require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(testutil.Wait)))
+		opcode, payload, err := wsframe.ReadServerFrame(c.conn)
+		require.NoError(t, err)
+		require.Equal(t, byte(0x1), opcode)
+		msgs, err := protocol.SplitServerFrames(payload)
+		require.NoError(t, err)
+		require.Len(t, msgs, c.want, "one frame carries every message of the batch for this connection")
+		seen := map[string]bool{}
+		for _, m := range msgs {
+			assert.Equal(t, "msg", m.Op)
+			seen[m.Ch] = true
+		}
+		assert.Len(t, seen, c.want, "one message per channel")
+	}
 }
