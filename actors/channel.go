@@ -59,7 +59,7 @@ func channelProps(cfg *Config, name string) *actor.Props {
 	st := &channelState{name: name, index: make(map[string]int)}
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &channel{cfg: cfg, state: st}
-	})
+	}, actor.WithDispatcher(cfg.workers))
 }
 
 func (c *channel) Receive(ctx actor.Context) {

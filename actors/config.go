@@ -88,6 +88,8 @@ type Config struct {
 	outboxes *directory
 	// root is set by New, for outboxes to tell their connection actors.
 	root *actor.RootContext
+	// workers is set by New: the goroutines that run every actor's mailbox.
+	workers *workers
 }
 
 // Errors returned by Validate.

@@ -90,7 +90,7 @@ var connSupervisor = actor.NewOneForOneStrategy(0, 0, func(any) actor.Directive 
 func connProps(cfg *Config) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &conn{cfg: cfg}
-	}, actor.WithGuardian(connSupervisor))
+	}, actor.WithGuardian(connSupervisor), actor.WithDispatcher(cfg.workers))
 }
 
 // init sets the connection up from its parameters and starts its timers.

@@ -28,6 +28,8 @@
 // the channels and the connection that queue into it and whoever holds its
 // writing turn, under its mutex (outbox.go), and the node's directory of
 // outboxes (directory.go). Messages between actors are plain data
-// (messages.go), so that a later multi-node relay can carry them. Hub is
-// the package's API for the edge and is safe for concurrent use.
+// (messages.go), so that a later multi-node relay can carry them. Mailboxes
+// run on a few long-lived worker goroutines, or on a new one when all are
+// busy (dispatch.go). Hub is the package's API for the edge and is safe
+// for concurrent use.
 package actors

@@ -58,6 +58,7 @@ func New(cfg Config) (*Hub, error) {
 		return slog.New(minLevel{cfg.Logger.Handler(), slog.LevelWarn}).With("component", "protoactor")
 	}))
 	cfg.outboxes = newDirectory()
+	cfg.workers = newWorkers()
 	cfg.root = system.Root
 	h := &Hub{cfg: &cfg, system: system}
 	h.connProps = connProps(h.cfg)
@@ -164,6 +165,7 @@ func (h *Hub) Stop(ctx context.Context) error {
 		err = ctx.Err()
 	}
 	h.system.Shutdown()
+	h.cfg.workers.close()
 	return err
 }
 

@@ -33,7 +33,7 @@ var channelSupervisor = actor.NewOneForOneStrategy(math.MaxInt32, time.Second, f
 func registryProps(cfg *Config) *actor.Props {
 	return actor.PropsFromProducer(func() actor.Actor {
 		return &registry{cfg: cfg, children: make(map[string]*channelChild), names: make(map[string]string)}
-	}, actor.WithSupervisor(channelSupervisor))
+	}, actor.WithSupervisor(channelSupervisor), actor.WithDispatcher(cfg.workers))
 }
 
 func (r *registry) Receive(ctx actor.Context) {
