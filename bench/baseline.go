@@ -6,6 +6,7 @@ import (
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strconv"
 	"sync"
 	"time"
@@ -32,7 +33,7 @@ import (
 // every subscriber gets a channel's frames in offset order; gws serialises
 // the writes of one connection, and b.mu guards the maps.
 func ServeBaseline(ctx context.Context, ln net.Listener) error {
-	b := &baseline{channels: make(map[string]*baseChannel), conns: make(map[*gws.Conn]*baseChannel)}
+	b := &baseline{channels: make(map[string]*baseChannel), conns: make(map[*gws.Conn][]*baseChannel)}
 	b.upgrader = gws.NewUpgrader(b, &gws.ServerOption{
 		ReadMaxPayloadSize: 64 << 10,
 		Recovery:           gws.Recovery,
@@ -79,8 +80,8 @@ type baseline struct {
 	wg       sync.WaitGroup
 
 	mu       sync.Mutex
-	channels map[string]*baseChannel    // guarded by mu
-	conns    map[*gws.Conn]*baseChannel // guarded by mu: each connection's channel, nil before its sub
+	channels map[string]*baseChannel      // guarded by mu
+	conns    map[*gws.Conn][]*baseChannel // guarded by mu: each connection's channels
 }
 
 // baseChannel is one channel's subscribers and offset.
@@ -173,7 +174,7 @@ func (b *baseline) OnMessage(socket *gws.Conn, m *gws.Message) {
 	}
 	ch := b.channel(f.Channel)
 	b.mu.Lock()
-	b.conns[socket] = ch
+	b.conns[socket] = append(b.conns[socket], ch)
 	b.mu.Unlock()
 	ch.mu.Lock()
 	defer ch.mu.Unlock()
@@ -184,19 +185,13 @@ func (b *baseline) OnMessage(socket *gws.Conn, m *gws.Message) {
 
 func (b *baseline) OnClose(socket *gws.Conn, _ error) {
 	b.mu.Lock()
-	ch := b.conns[socket]
+	chs := b.conns[socket]
 	delete(b.conns, socket)
 	b.mu.Unlock()
-	if ch == nil {
-		return
-	}
-	ch.mu.Lock()
-	defer ch.mu.Unlock()
-	for i, c := range ch.subs {
-		if c == socket {
-			ch.subs = append(ch.subs[:i], ch.subs[i+1:]...)
-			break
-		}
+	for _, ch := range chs {
+		ch.mu.Lock()
+		ch.subs = slices.DeleteFunc(ch.subs, func(c *gws.Conn) bool { return c == socket })
+		ch.mu.Unlock()
 	}
 }
 

@@ -3,6 +3,7 @@ package bench_test
 import (
 	"context"
 	"fmt"
+	"net"
 	"os/exec"
 	"path/filepath"
 	"testing"
@@ -51,6 +52,48 @@ func assertDelivered(t *testing.T, res bench.Result) {
 	assert.Equal(t, int64(0), res.Extra)
 	require.NotNil(t, res.Latency)
 	assert.Equal(t, res.Delivered, res.Latency.Count)
+}
+
+// TestFanoutDashboards runs the dashboard shape: 2 dashboards of 3 gadgets
+// (6 channels), 2 viewers each, so 4 connections of 3 subscriptions; a
+// batch of 3 updates one dashboard. Every subscription's stream is checked
+// as in the one-channel shape, and the relay writes each connection a
+// batch's 3 messages in one write.
+func TestFanoutDashboards(t *testing.T) {
+	relay := testutil.StartRelay(t)
+	cfg := smoke(bench.Config{URL: "http://" + relay.Addr, Key: relay.Key, Batch: 3})
+	cfg.Channels, cfg.Subs, cfg.Gadgets = 6, 2, 3
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	writes0 := relay.Metric(t, "realtime_socket_writes_total")
+	res, err := bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	assert.Empty(t, res.Failures)
+	assert.Equal(t, 4, res.Conns)
+	assert.Positive(t, res.Published)
+	assert.Equal(t, res.Published*2, res.Expected, "each channel has 2 subscribers")
+	assert.Equal(t, res.Expected, res.Delivered)
+	assert.Zero(t, res.Lost+res.Duplicated+res.Reordered+res.Extra)
+	require.NotNil(t, res.Latency)
+	assert.Equal(t, res.Delivered, res.Latency.Count)
+	// Writes: one per connection per batch, plus the subscriptions' acks
+	// and the closes; one per message would be about three times more.
+	writes := relay.Metric(t, "realtime_socket_writes_total") - writes0
+	batches := float64(res.Published) / 3
+	assert.Less(t, writes, 2*batches*2, "deliveries %d in %v writes", res.Delivered, writes)
+
+	// The baseline takes the same shape: several subscriptions a connection.
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- bench.ServeBaseline(ctx, ln) }()
+	cfg.URL, cfg.Key = "http://"+ln.Addr().String(), testKey(t) // the baseline checks no token
+	res, err = bench.Run(ctx, cfg)
+	require.NoError(t, err)
+	assert.Empty(t, res.Failures)
+	assert.Equal(t, res.Published*2, res.Delivered)
+	cancel()
+	require.NoError(t, <-served)
 }
 
 func TestFanoutSmoke(t *testing.T) {
@@ -221,6 +264,8 @@ func TestConfigValidate(t *testing.T) {
 	f("no slow subscriber", bench.Config{Scenario: bench.ScenarioSlow, Subs: 5, SlowFraction: 0.1})
 	f("no fast subscriber", bench.Config{Scenario: bench.ScenarioSlow, Subs: 5, SlowFraction: 1})
 	f("no ramp attempt", bench.Config{Scenario: bench.ScenarioRamp, RampAttempts: -1})
+	f("gadgets not dividing channels", bench.Config{Channels: 10, Gadgets: 3})
+	f("gadgets in churn", bench.Config{Scenario: bench.ScenarioChurn, Channels: 10, Gadgets: 5})
 }
 
 func testKey(t *testing.T) auth.Key {

@@ -117,7 +117,7 @@ func (r *run) fillPhase(ph phase, subscribed procStats) {
 	r.res.LoadgenCPUSeconds = ph.loadgenCPU.Seconds()
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, ph.serverCPU)
-		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, len(r.subs))
+		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns)
 		if ph.delivered > 0 {
 			r.res.Server.CPUMicrosPerMsg = float64(ph.serverCPU.Microseconds()) / float64(ph.delivered)
 		}

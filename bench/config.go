@@ -106,6 +106,14 @@ type Config struct {
 	// Channels and Subs are the fanout shape: Subs distinct connections
 	// subscribe to each of Channels channels. Zero means 10 and 10.
 	Channels, Subs int
+	// Gadgets is how many channels one connection subscribes to: channels
+	// come in dashboards of Gadgets consecutive ones, and each of a
+	// dashboard's Subs viewers holds one connection subscribed to all of
+	// its gadgets, as a browser showing a dashboard does. Publishers keep
+	// a dashboard's channels together, so a Batch of Gadgets messages
+	// updates one dashboard. Zero means 1 (a connection per subscription).
+	// Fanout and ramp only; Channels must be a multiple of it.
+	Gadgets int
 	// Rate is the target publish rate in messages per second, over all
 	// publishers. Zero means 1000. For ramp it is the first step's rate.
 	Rate float64
@@ -186,6 +194,7 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.Site, defaultSite)
 	defaults.Set(&c.Channels, defaultChannels)
 	defaults.Set(&c.Subs, defaultSubs)
+	defaults.Set(&c.Gadgets, 1)
 	defaults.Set(&c.Rate, defaultRate)
 	if c.Scenario == ScenarioRamp {
 		defaults.Set(&c.Duration, defaultRampStep)
@@ -262,6 +271,10 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: payload must be at least %d bytes (it carries a timestamp)", ErrConfig, minPayloadBytes)
 	case c.Batch < 1:
 		return fmt.Errorf("%w: batch must be positive", ErrConfig)
+	case c.Gadgets < 1 || c.Channels%c.Gadgets != 0:
+		return fmt.Errorf("%w: gadgets must divide channels (dashboards of gadgets channels each)", ErrConfig)
+	case c.Gadgets > 1 && c.Scenario != ScenarioFanout && c.Scenario != ScenarioRamp:
+		return fmt.Errorf("%w: gadgets above 1 is for fanout and ramp", ErrConfig)
 	case c.SourceAddrs < 1 || c.SourceAddrs > 250:
 		return fmt.Errorf("%w: source addresses must be 1 to 250", ErrConfig)
 	case c.RampAttempts < 1:

@@ -69,7 +69,7 @@ func (r *run) ramp(ctx context.Context) error {
 	}
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, s.cpu-subscribed.cpu)
-		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, len(r.subs))
+		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns)
 		if best >= 0 {
 			r.res.Server.CPUMicrosPerMsg = r.res.Steps[best].ServerCPUMicros
 		}

@@ -21,6 +21,7 @@ type Result struct {
 
 	Channels     int     `json:"channels,omitempty"`
 	Subs         int     `json:"subs_per_channel,omitempty"`
+	Gadgets      int     `json:"gadgets,omitempty"` // channels per connection
 	TargetRate   float64 `json:"target_rate,omitempty"`
 	Batch        int     `json:"batch,omitempty"`
 	PayloadBytes int     `json:"payload_bytes,omitempty"`
@@ -270,8 +271,12 @@ func (r *Result) WriteTable(w io.Writer) error {
 		if r.Slow != nil {
 			phases = " (two phases)"
 		}
-		row("shape", "%d channels x %d subs, %s msg/s target, batch %d, %d-byte payload, %.1fs%s",
-			r.Channels, r.Subs, num(r.TargetRate), r.Batch, r.PayloadBytes, r.Seconds, phases)
+		gadgets := ""
+		if r.Gadgets > 1 {
+			gadgets = fmt.Sprintf(" (dashboards of %d: %d channels per connection)", r.Gadgets, r.Gadgets)
+		}
+		row("shape", "%d channels x %d subs%s, %s msg/s target, batch %d, %d-byte payload, %.1fs%s",
+			r.Channels, r.Subs, gadgets, num(r.TargetRate), r.Batch, r.PayloadBytes, r.Seconds, phases)
 	}
 	row("connections", "%s (%s connects/s, %d errors)", formatCount(int64(r.Conns)), num(r.ConnectsPerSec), r.ConnectErrors)
 	if r.Scenario != ScenarioConnect {

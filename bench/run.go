@@ -37,7 +37,8 @@ type run struct {
 	closing atomic.Bool // set before the run closes its connections
 	res     Result
 
-	subs      []*subscriber
+	subs      []*subscriber // one per subscription: a group's share a connection
+	conns     int           // connections opened
 	channels  []string
 	subsOfCh  []int64        // live subscriptions per channel
 	published []atomic.Int64 // successful publishes per channel
@@ -208,14 +209,16 @@ func (r *run) dialAll(ctx context.Context, n int, channelOf func(int) int) time.
 	took := time.Since(start)
 	for _, s := range slots {
 		if s != nil {
-			r.subs = append(r.subs, s)
+			r.subs = append(r.subs, s.group...)
+			r.conns++
 		}
 	}
 	return took
 }
 
-// dialOne opens connection i, subscribes it to channel ch (unless ch < 0)
-// and starts its reader.
+// dialOne opens connection i, subscribes it to channel ch and the
+// Gadgets-1 after it (unless ch < 0) and starts its reader. It returns the
+// subscriber of ch, whose group holds all of the connection's.
 func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
 	// Slow stops the same share of every channel's subscribers: the j-th
 	// of channel ch is connection ch + j*Channels.
@@ -224,14 +227,25 @@ func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
 	if err != nil {
 		return nil, err
 	}
-	s := &subscriber{conn: c, n: i, channel: ch, lat: r.lat, ctr: &r.ctr, closing: &r.closing,
-		acked: make(chan struct{}), done: make(chan struct{})}
+	k := 1
+	if ch >= 0 {
+		k = r.cfg.Gadgets
+	}
+	group := make([]*subscriber, k)
+	for j := range group {
+		group[j] = &subscriber{conn: c, n: i, channel: ch, lat: r.lat, ctr: &r.ctr, closing: &r.closing,
+			acked: make(chan struct{}), done: make(chan struct{}), group: group}
+		if ch >= 0 {
+			group[j].channel = ch + j
+		}
+	}
+	s := group[0]
 	if slow {
 		s.stall, s.lat = r.stall, nil
 	}
-	if ch >= 0 {
+	for j := 0; ch >= 0 && j < k; j++ {
 		// Written before the reader starts, which then owns every write.
-		if err := c.writeFrame(opText, subFrame(r.channels[ch])); err != nil {
+		if err := c.writeFrame(opText, subFrame(j+1, r.channels[ch+j])); err != nil {
 			_ = c.nc.Close()
 			return nil, err
 		}
@@ -283,6 +297,9 @@ func (r *run) closeAll() {
 		r.stall.release() // slow: a stopped reader must see its close
 	}
 	for _, s := range r.subs {
+		if s.group[0] != s {
+			continue // its connection is its group's first's
+		}
 		s.connMu.Lock()
 		if s.polled {
 			s.conn.shutdown()
@@ -305,12 +322,12 @@ func (r *run) connect(ctx context.Context) error {
 	took := r.dialAll(ctx, n, func(int) int { return -1 })
 	dialed, _ := r.t.stats()
 	r.res.LoadgenCPUSeconds = (selfCPU() - cpu0).Seconds()
-	r.res.Conns = len(r.subs)
-	if len(r.subs) == 0 {
+	r.res.Conns = r.conns
+	if r.conns == 0 {
 		stop()
 		return fmt.Errorf("bench: no connection could be opened: %w", r.firstErr)
 	}
-	r.res.ConnectsPerSec = float64(len(r.subs)) / took.Seconds()
+	r.res.ConnectsPerSec = float64(r.conns) / took.Seconds()
 	select {
 	case <-ctx.Done():
 	case <-time.After(r.cfg.Hold):
@@ -319,7 +336,7 @@ func (r *run) connect(ctx context.Context) error {
 	r.res.Seconds = r.cfg.Hold.Seconds()
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, dialed.cpu-r.readyStats.cpu)
-		r.res.Server.CPUMicrosPerConn = float64((dialed.cpu - r.readyStats.cpu).Microseconds()) / float64(len(r.subs))
+		r.res.Server.CPUMicrosPerConn = float64((dialed.cpu - r.readyStats.cpu).Microseconds()) / float64(r.conns)
 	}
 	r.closeAll()
 	r.res.Disconnected = int(r.ctr.readErrors.Load())
@@ -327,19 +344,22 @@ func (r *run) connect(ctx context.Context) error {
 	return nil
 }
 
-// subscribeAll opens Channels x Subs connections, each subscribed to one
-// channel, and waits for every ack.
+// subscribeAll opens Subs connections per dashboard (Channels/Gadgets of
+// them), each subscribed to its dashboard's Gadgets channels, and waits
+// for every ack.
 func (r *run) subscribeAll(ctx context.Context) error {
-	c := r.cfg.Channels
+	k := r.cfg.Gadgets
+	dashes := r.cfg.Channels / k
+	n := dashes * r.cfg.Subs
 	stop := r.startProgress()
-	took := r.dialAll(ctx, c*r.cfg.Subs, func(i int) int { return i % c })
+	took := r.dialAll(ctx, n, func(i int) int { return i % dashes * k })
 	stop()
-	r.res.Conns = len(r.subs)
-	if len(r.subs) < c*r.cfg.Subs {
+	r.res.Conns = r.conns
+	if r.conns < n {
 		return fmt.Errorf("bench: opened %d of %d subscriber connections (%s): %w",
-			len(r.subs), c*r.cfg.Subs, orRelay(r.res.StoppedBy), r.firstErr)
+			r.conns, n, orRelay(r.res.StoppedBy), r.firstErr)
 	}
-	r.res.ConnectsPerSec = float64(len(r.subs)) / took.Seconds()
+	r.res.ConnectsPerSec = float64(r.conns) / took.Seconds()
 	deadline := time.NewTimer(ackTimeout)
 	defer deadline.Stop()
 	for _, s := range r.subs {
@@ -403,11 +423,15 @@ func (r *run) publishPhase(ctx context.Context, rate float64, d time.Duration) p
 	for i := range pubs {
 		pubs[i] = &publisher{client: client, url: url, auth: "Bearer " + r.pubToken,
 			batch: r.cfg.Batch, payload: r.cfg.PayloadBytes, published: r.published, ctr: &r.ctr}
-		// Publisher i takes every p-th channel; with fewer channels than
-		// publishers, several share one.
-		for c := i % len(r.channels); c < len(r.channels); c += p {
-			pubs[i].channels = append(pubs[i].channels, r.channels[c])
-			pubs[i].indexes = append(pubs[i].indexes, c)
+		// Publisher i takes every p-th dashboard, its gadgets in order;
+		// with fewer dashboards than publishers, several share one.
+		k := r.cfg.Gadgets
+		dashes := len(r.channels) / k
+		for d := i % dashes; d < dashes; d += p {
+			for c := d * k; c < (d+1)*k; c++ {
+				pubs[i].channels = append(pubs[i].channels, r.channels[c])
+				pubs[i].indexes = append(pubs[i].indexes, c)
+			}
 		}
 	}
 	reqRate := rate / float64(r.cfg.Batch) / float64(p)
@@ -481,7 +505,7 @@ func (r *run) fanout(ctx context.Context) error {
 }
 
 func (r *run) setShape() {
-	r.res.Channels, r.res.Subs = r.cfg.Channels, r.cfg.Subs
+	r.res.Channels, r.res.Subs, r.res.Gadgets = r.cfg.Channels, r.cfg.Subs, r.cfg.Gadgets
 	r.res.TargetRate, r.res.Batch, r.res.PayloadBytes = r.cfg.Rate, r.cfg.Batch, r.cfg.PayloadBytes
 }
 
@@ -532,7 +556,7 @@ func (r *run) serverStats(now, ready procStats, cpu time.Duration) *ServerStats 
 	return &ServerStats{
 		CPUSeconds:   cpu.Seconds(),
 		RSSBytes:     now.rssBytes,
-		BytesPerConn: perConn(now.rssBytes-ready.rssBytes, len(r.subs)),
+		BytesPerConn: perConn(now.rssBytes-ready.rssBytes, r.conns),
 		FDs:          now.fds,
 		FDLimit:      now.fdLimit,
 	}

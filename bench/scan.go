@@ -10,8 +10,8 @@ import (
 // (internal/protocol), one or more per WebSocket message separated by '\n'.
 // The bench reads only a few fields of them, so it scans bytes for the keys
 // it needs instead of decoding: this is the load generator's hot path.
-// Both keys it looks for inside a msg ("offset", and the timestamp at the
-// start of "data") cannot occur inside the bench's own data, which is
+// The keys it looks for inside a msg ("ch", "offset", and the timestamp at
+// the start of "data") cannot occur inside the bench's own data, which is
 // digits and padding only.
 
 var (
@@ -20,6 +20,8 @@ var (
 	keyData   = []byte(`"data":"`)
 	keyCode   = []byte(`"code":"`)
 	keyEpoch  = []byte(`"epoch":"`)
+	keyCh     = []byte(`"ch":"`)
+	keyID     = []byte(`"id":`)
 	// keyRecovered is in an ack that recovered a since.
 	keyRecovered = []byte(`"recovered":true`)
 )

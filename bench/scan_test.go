@@ -81,6 +81,34 @@ func TestHandle(t *testing.T) {
 	assert.Equal(t, "forbidden", s.ackErr)
 }
 
+// TestHandleRoutes: on a connection subscribed to a dashboard's gadgets,
+// each object reaches the subscriber of its channel (by name), an err the
+// subscriber of its sub (by id).
+func TestHandleRoutes(t *testing.T) {
+	now := time.Now()
+	data := string(appendPayload(nil, now, 64))
+	group := make([]*subscriber, 3)
+	for j := range group {
+		group[j] = &subscriber{channel: 4 + j, group: group} // channels g4, g5, g6
+	}
+	s := group[0]
+	id := func(n uint64) protocol.ID { return protocol.ID{N: n, Set: true} }
+	msgs := s.handle(frames(
+		protocol.AppendSubAck(nil, id(1), "s/d/g4", "e", 10, false),
+		protocol.AppendSubAck(nil, id(2), "s/d/g5", "e", 20, false),
+		protocol.AppendErr(nil, id(3), protocol.CodeLimit, "too many"),
+		protocol.AppendMsg(nil, "s/d/g5", benchEvent, data, 21),
+		protocol.AppendMsg(nil, "s/d/g4", benchEvent, data, 11),
+		protocol.AppendMsg(nil, "s/d/g5", benchEvent, data, 22),
+	), now.UnixNano())
+	assert.Equal(t, 3, msgs)
+	assert.Equal(t, []uint64{11, 22}, []uint64{group[0].st.last, group[1].st.last})
+	assert.Equal(t, []int64{1, 2}, []int64{group[0].st.received, group[1].st.received})
+	assert.True(t, group[0].ackOK && group[1].ackOK)
+	assert.Equal(t, "limit", group[2].ackErr)
+	assert.Len(t, s.micros, 3, "the connection's latencies, whichever channel")
+}
+
 func TestHandleNoAlloc(t *testing.T) {
 	now := time.Now()
 	data := string(appendPayload(nil, now, 64))

@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"errors"
+	"fmt"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -160,6 +161,12 @@ type subscriber struct {
 	done    chan struct{} // closed when the reader goroutine returns
 	closing *atomic.Bool  // set by the run before it closes connections
 	polled  bool          // read by a poller, not a goroutine of its own
+	// group holds the subscribers of every channel the connection is
+	// subscribed to (a dashboard's gadgets, Config.Gadgets), this one or
+	// the first of them being the connection's reader, which routes each
+	// message to its channel's; a one-channel connection's group is
+	// itself alone.
+	group []*subscriber
 	// stall is set for the subscribers that the slow scenario stops; nil
 	// for every other. Their deliveries are not counted in ctr.delivered
 	// and their latencies not recorded (lat is nil).
@@ -173,6 +180,7 @@ type subscriber struct {
 	// Owned by the reader goroutine; read by others only after done (or,
 	// for ackOffset and ackErr, after acked) is closed.
 	answered  bool   // the sub was answered (ack or err), or there is none
+	ackClosed bool   // acked was closed (readLoop and pollers)
 	ackOK     bool   // the sub was acked
 	ackOffset uint64 // the first ack's offset: the stream starts after it
 	ackErr    string
@@ -236,9 +244,10 @@ func (s *subscriber) ack(obj []byte) {
 	}
 }
 
-// subFrame returns the sub request for channel ch.
-func subFrame(ch string) []byte {
-	b := append([]byte(`{"op":"sub","id":1,"ch":`), '"')
+// subFrame returns the sub request for channel ch, with id (a connection
+// numbers its subscriptions from 1, in its group's order).
+func subFrame(id int, ch string) []byte {
+	b := fmt.Appendf(nil, `{"op":"sub","id":%d,"ch":"`, id)
 	b = append(b, ch...) // bench channel names need no escaping
 	return append(b, `"}`...)
 }
@@ -289,35 +298,49 @@ func (s *subscriber) pollRead() (ended bool) {
 func (s *subscriber) begin() {
 	if s.channel < 0 {
 		s.answered = true
-		close(s.acked)
+		s.closeAcked()
 	}
 }
 
 // deliver handles one message and counts it.
 func (s *subscriber) deliver(p []byte) {
-	wasAnswered := s.answered
 	msgs := s.handle(p, time.Now().UnixNano())
-	if !wasAnswered && s.answered {
-		close(s.acked)
+	for _, m := range s.group {
+		if m.answered {
+			m.closeAcked()
+		}
 	}
 	s.count(msgs)
 }
 
-// end records why reading ended (nothing when the run closed it) and
-// releases whoever waits for the reader.
-func (s *subscriber) end(err error) {
-	if ce := (closeError{}); errors.As(err, &ce) {
-		s.closeCode = ce.code
-	}
-	if !s.closing.Load() {
-		s.readErr = err
-		s.ctr.readErrors.Add(1)
-	}
-	if !s.answered {
+func (s *subscriber) closeAcked() {
+	if !s.ackClosed {
+		s.ackClosed = true
 		close(s.acked)
 	}
+}
+
+// end records, for every subscription of the connection, why reading
+// ended (nothing when the run closed it) and releases whoever waits for
+// the reader.
+func (s *subscriber) end(err error) {
+	var code uint16
+	if ce := (closeError{}); errors.As(err, &ce) {
+		code = ce.code
+	}
+	closing := s.closing.Load()
+	for _, m := range s.group {
+		m.closeCode = code
+		if !closing {
+			m.readErr = err
+			m.ctr.readErrors.Add(1)
+		}
+		m.closeAcked()
+	}
 	s.ctr.open.Add(-1)
-	close(s.done)
+	for _, m := range s.group {
+		close(m.done)
+	}
 }
 
 // count records a frame's msgs and their latencies (left in s.micros).
@@ -340,32 +363,54 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 		var obj []byte
 		obj, p = nextObject(p)
 		op := string(stringAfter(obj, keyOp)) // no allocation: only compared
+		t := s.member(obj)
 		switch {
 		case op == "msg":
 			msgs++
 			if o, ok := uintAfter(obj, keyOffset); ok {
-				s.st.add(o)
-				if o <= s.rs.replayTo {
-					s.rs.replayed++
+				t.st.add(o)
+				if o <= t.rs.replayTo {
+					t.rs.replayed++
 				}
 			}
 			if ts, ok := sentAt(obj); ok {
 				s.micros = append(s.micros, (now-ts)/1e3)
 			} else {
-				s.st.unmatched++
+				t.st.unmatched++
 			}
-		case op == "ack" && !s.answered:
-			s.ack(obj)
-		case op == "err" && !s.answered:
-			s.ackErr = string(stringAfter(obj, keyCode))
-			s.answered = true
+		case op == "ack" && !t.answered:
+			t.ack(obj)
+		case op == "err" && !t.answered:
+			t.ackErr = string(stringAfter(obj, keyCode))
+			t.answered = true
 		case op == "reset":
 			// The channel's actor restarted: offsets continue after
 			// the reset's, and continuity before it cannot be judged.
-			s.st.resets++
-			s.st.last, _ = uintAfter(obj, keyOffset)
-			clear(s.st.holes)
+			t.st.resets++
+			t.st.last, _ = uintAfter(obj, keyOffset)
+			clear(t.st.holes)
 		}
 	}
 	return msgs
+}
+
+// member returns the subscriber of the group that obj is for: by its
+// channel (msg, ack, reset: the bench's names end in "/g<index>"), else by
+// its id (err: the sub's place in the group, from 1), else s.
+func (s *subscriber) member(obj []byte) *subscriber {
+	if len(s.group) <= 1 {
+		return s
+	}
+	if ch := stringAfter(obj, keyCh); len(ch) > 0 {
+		if i := bytes.LastIndex(ch, []byte("/g")); i >= 0 {
+			if c, ok := parseUint(ch[i+2:]); ok {
+				if j := int(c) - s.group[0].channel; j >= 0 && j < len(s.group) {
+					return s.group[j]
+				}
+			}
+		}
+	} else if id, ok := uintAfter(obj, keyID); ok && id >= 1 && id <= uint64(len(s.group)) {
+		return s.group[id-1]
+	}
+	return s
 }

@@ -84,6 +84,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 	site := f.String("site", "ari:cloud:jira::site/bench", "site claim of the bench's tokens and prefix of its channels")
 	channels := f.Int("channels", 10, "fanout/ramp/churn/slow: number of channels")
 	subs := f.Int("subs", 10, "fanout/ramp/churn/slow: subscriber connections per channel")
+	gadgets := f.Int("gadgets", 1, "fanout/ramp: channels per connection: each connection subscribes to one dashboard's gadgets (consecutive channels), and publishers keep a dashboard's channels together")
 	rate := f.Float64("rate", 1000, "target publishes per second over all publishers; ramp: the first step's rate")
 	duration := f.Duration("duration", 0, "how long to publish (default 10s); ramp: each step's length (default 5s); slow: each of its two phases")
 	payload := f.Int("payload", 64, "bytes of data per message (a timestamp plus padding; at least 20)")
@@ -121,6 +122,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 		Site:          *site,
 		Channels:      *channels,
 		Subs:          *subs,
+		Gadgets:       *gadgets,
 		Rate:          *rate,
 		Duration:      *duration,
 		PayloadBytes:  *payload,
