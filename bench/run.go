@@ -412,9 +412,8 @@ func (r *run) publishPhase(ctx context.Context, rate float64, d time.Duration) p
 	cpu0 := selfCPU()
 
 	p := r.cfg.Publishers
-	transport := newTransport(p)
-	defer transport.CloseIdleConnections()
-	client := &http.Client{Transport: transport, Timeout: publishTimeout}
+	client := newClient(r.t.base, p)
+	defer client.CloseIdleConnections()
 	url := r.t.base.String() + "/v1/publish"
 	if r.cfg.Batch > 1 {
 		url += "/batch"
