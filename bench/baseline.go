@@ -144,7 +144,7 @@ func (b *baseline) handlePublish(w http.ResponseWriter, r *http.Request) {
 		}
 		out = append(out, `{"results":[`...)
 		for i, item := range items {
-			p, err := protocol.DecodePublish(item)
+			p, err := protocol.DecodeBatchItem(item)
 			if err != nil {
 				http.Error(w, err.Error(), http.StatusBadRequest)
 				return

@@ -75,7 +75,7 @@ func isJSON(ct []byte) bool {
 }
 
 func (s *Server) publishOne(ctx *fasthttp.RequestCtx, claims auth.Claims, start time.Time) {
-	p, e := s.decodePublication(claims, ctx.PostBody())
+	p, e := s.decodePublication(claims, ctx.PostBody(), protocol.DecodePublish)
 	if e == nil {
 		e = s.rateLimit(claims.Site, 1)
 	}
@@ -114,7 +114,7 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 	var pubs []actors.Publication
 	var at []int // at[j] is the item index of pubs[j]
 	for i, r := range raw {
-		p, e := s.decodePublication(claims, r)
+		p, e := s.decodePublication(claims, r, protocol.DecodeBatchItem)
 		if e != nil {
 			s.metrics.Published(e.result)
 			items[i].err = e
@@ -148,8 +148,8 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 
 // decodePublication decodes, validates and authorizes one message, for a
 // single publish and for each item of a batch alike.
-func (s *Server) decodePublication(claims auth.Claims, body []byte) (protocol.Publish, *apiError) {
-	p, err := protocol.DecodePublish(body)
+func (s *Server) decodePublication(claims auth.Claims, body []byte, decode func([]byte) (protocol.Publish, error)) (protocol.Publish, *apiError) {
+	p, err := decode(body)
 	if err != nil {
 		return p, &apiError{fasthttp.StatusBadRequest, codeBadRequest, err.Error(), telemetry.PublishBadRequest}
 	}

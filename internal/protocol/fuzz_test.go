@@ -152,10 +152,15 @@ func FuzzDecodePublish(f *testing.F) {
 		require.LessOrEqual(t, len(msgs), maxMessages)
 		assert.Equal(t, ref, msgs)
 		for _, m := range msgs {
-			_, err := DecodePublish(m)
+			p, err := DecodePublish(m)
 			if err != nil {
 				require.ErrorIs(t, err, ErrBadJSON)
 			}
+			// A batch's elements are valid JSON already: decoding them
+			// without the second pass gives the same answer.
+			q, qerr := DecodeBatchItem(m)
+			assert.Equal(t, p, q)
+			assert.Equal(t, err == nil, qerr == nil)
 		}
 	})
 }

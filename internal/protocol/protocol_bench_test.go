@@ -62,3 +62,31 @@ func BenchmarkDecodePublish(b *testing.B) {
 		}
 	}
 }
+
+// BenchmarkDecodeBatch decodes a batch of 50 messages the way the edge
+// does: the batch, then each element; "twice" validates each element
+// again, as DecodePublish would.
+func BenchmarkDecodeBatch(b *testing.B) {
+	item := `{"channel":"site:12345/class:678/g1","event":"AddAbsence","data":"` + strings.Repeat("x", 64) + `"}`
+	in := []byte(`{"messages":[` + strings.Repeat(item+",", 49) + item + `]}`)
+	for _, c := range []struct {
+		name   string
+		decode func([]byte) (Publish, error)
+	}{{"once", DecodeBatchItem}, {"twice", DecodePublish}} {
+		b.Run(c.name, func(b *testing.B) {
+			b.ReportAllocs()
+			b.SetBytes(int64(len(in)))
+			for b.Loop() {
+				msgs, err := DecodeBatch(in, 100)
+				if err != nil {
+					b.Fatal(err)
+				}
+				for _, m := range msgs {
+					if _, err := c.decode(m); err != nil {
+						b.Fatal(err)
+					}
+				}
+			}
+		})
+	}
+}
