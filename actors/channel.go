@@ -23,9 +23,11 @@ type channelState struct {
 	subs  []subscriber
 	index map[string]int
 	// dirty lists the outboxes this channel kicked and must flush (see
-	// outbox); flushPending says a flushNow is in the mailbox. They live
-	// here so that a restart still flushes what was kicked.
+	// outbox), from dirty[flushed:]; flushPending says a flushNow is in
+	// the mailbox. They live here so that a restart still flushes what was
+	// kicked.
 	dirty        []*outbox
+	flushed      int
 	flushPending bool
 	// received counts the routed messages handled, for passivation.
 	received uint64
@@ -86,9 +88,8 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *crashForTest:
 		panic("crashForTest")
 	case *actor.Stopped:
-		for len(c.state.dirty) > 0 {
-			c.flushSlice()
-		}
+		flushOutboxes(c.state.dirty[c.state.flushed:])
+		c.state.resetDirty()
 		if t := c.state.idleTimer; t != nil {
 			t.Stop()
 		}
@@ -148,8 +149,9 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		}
 		// The outboxes this publish kicked are in dirty (a crash above
 		// leaves them to the restart's flush); a batch's request takes
-		// them, to write them with its other channels' messages.
-		if m.Batch && requestOf(ctx).adopt(st.dirty[kicked:]) {
+		// them, to write them with its other channels' messages. Not a
+		// fan-out larger than a slice: that one is written in slices.
+		if n := len(st.dirty) - kicked; m.Batch && n > 0 && n <= flushSliceLen() && requestOf(ctx).adopt(st.dirty[kicked:]) {
 			clear(st.dirty[kicked:])
 			st.dirty = st.dirty[:kicked]
 		}
@@ -236,7 +238,7 @@ func (c *channel) queue(out *outbox, frame []byte, receivedAt int64, isMsg bool)
 // publish queued meanwhile joins the same write.
 func (c *channel) scheduleFlush(ctx actor.Context) {
 	st := c.state
-	if len(st.dirty) == 0 || st.flushPending {
+	if len(st.dirty) == st.flushed || st.flushPending {
 		return
 	}
 	st.flushPending = true
@@ -259,13 +261,26 @@ func (c *channel) scheduleFlush(ctx actor.Context) {
 // its own.
 func (c *channel) flushSlice() {
 	st := c.state
-	n := min(len(st.dirty), flushSliceLen())
+	n := min(len(st.dirty)-st.flushed, flushSliceLen())
 	// A crash in here keeps dirty for the restart's flush: flushing an
 	// outbox twice is harmless (see outbox.flush).
-	flushOutboxes(st.dirty[:n])
-	rest := copy(st.dirty, st.dirty[n:])
-	clear(st.dirty[rest:])
-	st.dirty = st.dirty[:rest]
+	flushOutboxes(st.dirty[st.flushed : st.flushed+n])
+	st.flushed += n
+	switch {
+	case st.flushed == len(st.dirty):
+		st.resetDirty()
+	case st.flushed > len(st.dirty)/2:
+		// Drop the written half, so that a sweep costs no more than its
+		// writes and dirty does not grow while it never empties.
+		rest := copy(st.dirty, st.dirty[st.flushed:])
+		clear(st.dirty[rest:])
+		st.dirty, st.flushed = st.dirty[:rest], 0
+	}
+}
+
+func (st *channelState) resetDirty() {
+	clear(st.dirty)
+	st.dirty, st.flushed = st.dirty[:0], 0
 }
 
 // flushOutboxes flushes outboxes on this goroutine, or in chunks, one per

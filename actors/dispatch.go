@@ -17,8 +17,9 @@ type workers struct {
 	stop chan struct{}
 }
 
-// mailboxThroughput is how many messages a mailbox handles before it lets
-// another run: protoactor's default.
+// mailboxThroughput is how many messages a mailbox handles before it
+// yields its goroutine (runtime.Gosched; it keeps its worker until it is
+// empty): protoactor's default.
 const mailboxThroughput = 300
 
 // workersPerCore: enough idle workers that a burst of mailboxes (a batch

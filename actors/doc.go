@@ -14,9 +14,11 @@
 // starts over with a new epoch.
 //
 // A connection actor owns one WebSocket's subscriptions, its token deadline
-// and its outbox. Whoever first queues into an idle outbox flushes it: a
-// channel after the publishes already in its mailbox (so a burst becomes
-// one write), with non-blocking writes on its own goroutine, split across
+// and its outbox. Whoever first queues into an idle outbox flushes it (or
+// hands it to the batch request it is answering, which writes a batch's
+// messages to a connection in one write): a channel after the publishes
+// already in its mailbox (so a burst becomes one write), with non-blocking
+// writes on its own goroutine, split across
 // goroutines for a large fan-out, and a slice of outboxes at a time with
 // the mailbox served between slices, so that a publish arriving mid-fan-out
 // joins it (channel.flushSlice); a writer goroutine starts only for a
@@ -29,7 +31,7 @@
 // writing turn, under its mutex (outbox.go), and the node's directory of
 // outboxes (directory.go). Messages between actors are plain data
 // (messages.go), so that a later multi-node relay can carry them. Mailboxes
-// run on a few long-lived worker goroutines, or on a new one when all are
-// busy (dispatch.go). Hub is the package's API for the edge and is safe
+// run on long-lived worker goroutines (32 per core), or on a new one when
+// all are busy (dispatch.go). Hub is the package's API for the edge and is safe
 // for concurrent use.
 package actors

@@ -2,11 +2,16 @@ package actors
 
 import (
 	"context"
+	"sync"
 	"testing"
 	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/telemetry"
 )
 
 // An empty batch is answered at once, and a stopped hub fails publishes
@@ -48,4 +53,64 @@ func TestReplayFitsWithItsAck(t *testing.T) {
 	c = Config{SendQueueMessages: 100, SendQueueBytes: maxAckBytes + 200}
 	assert.True(t, c.replayFits(frames(2)))
 	assert.False(t, c.replayFits(frames(3)))
+}
+
+// TestBatchHoldsOutboxesBriefly: a batch request writes what its fast
+// channels queued after maxBatchHold, without waiting for a channel that
+// is stuck (here in mid-fan-out until the test lets it go).
+func TestBatchHoldsOutboxesBriefly(t *testing.T) {
+	release := make(chan struct{})
+	stuck := "site/dash/stuck"
+	key, err := auth.GenerateKey("k")
+	require.NoError(t, err)
+	ring, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	h, err := New(Config{
+		Verifier: &auth.Verifier{Keys: ring}, Metrics: telemetry.New(auth.DenyReasons),
+		PublishTimeout: time.Minute, // so that only the hold can end the wait
+		BeforeDeliverForTest: func(channel string, _ uint64, _ int) {
+			if channel == stuck {
+				<-release
+			}
+		},
+	})
+	require.NoError(t, err)
+	defer func() { _ = h.Stop(t.Context()) }()
+	letGo := sync.OnceFunc(func() { close(release) })
+	defer letGo() // before Stop, which waits for the stuck channel
+
+	claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
+	var fast, slow recordingSocket
+	for ch, sock := range map[string]*recordingSocket{"site/dash/fast": &fast, stuck: &slow} {
+		c := h.Connect(ConnParams{Claims: claims, Socket: sock})
+		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch, ID: protocol.ID{N: 1, Set: true}})
+	}
+	written := func(s *recordingSocket) int {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		return len(s.writes)
+	}
+	waitUntil := func(what string, cond func() bool) {
+		t.Helper()
+		deadline := time.Now().Add(10 * time.Second)
+		for !cond() {
+			require.True(t, time.Now().Before(deadline), what)
+			time.Sleep(time.Millisecond)
+		}
+	}
+	waitUntil("acks written", func() bool { return written(&fast) == 1 && written(&slow) == 1 })
+
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		h.PublishBatch([]Publication{
+			{Channel: "site/dash/fast", Event: "e", Data: "x"},
+			{Channel: stuck, Event: "e", Data: "x"},
+		})
+	}()
+	waitUntil("the fast channel's message written while the other channel is stuck",
+		func() bool { return written(&fast) == 2 })
+	letGo()
+	<-done
+	waitUntil("the stuck channel's message written once it went on", func() bool { return written(&slow) == 2 })
 }

@@ -42,7 +42,9 @@ const (
 // Writing is cheap when the socket has room: the first push into an idle
 // outbox kicks it, and the pusher flushes it on its own goroutine with a
 // non-blocking write (a channel actor after its current burst of
-// publishes, see channel.flush, so that a burst goes out in one write).
+// publishes, see channel.flushSlice, so that a burst goes out in one
+// write; or the batch request it hands the outbox to, see replies, so
+// that a batch goes out in one write).
 // Only a write that would block (or finds the socket busy), a ping, a
 // close, or a connection still receiving after a few inline writes starts
 // a writer goroutine, which waits for the socket and exits once the queue

@@ -15,11 +15,13 @@ import (
 // and the channel's answer carries it back.
 //
 // A request of several messages also owns the outboxes its channels kicked
-// (adopt) and writes them when the last answer comes, or when it stops
-// waiting: a connection subscribed to several of the request's channels
-// (a dashboard's gadgets) then gets all its messages in one write instead
-// of one per channel. The channels that answered first wait for the
-// slowest, which the publisher waits for anyway.
+// (adopt) and writes them when the last answer comes: a connection
+// subscribed to several of the request's channels (a dashboard's gadgets)
+// then gets all its messages in one write instead of one per channel. The
+// outboxes adopted from the channels that answered first wait for the
+// slowest, and so does whatever else queues into them meanwhile; so at
+// most maxBatchHold: then the request writes what it adopted, and the
+// channels that answer later write their own.
 //
 // Concurrency: answers arrive on the channels' goroutines, the waiter is
 // the publishing goroutine; mu guards the results and the adopted
@@ -32,8 +34,13 @@ type replies struct {
 	closed  bool             // guarded by mu: the waiter is gone; drop late answers
 	done    chan struct{}    // closed when left reaches 0
 	adopted []*outbox        // guarded by mu: kicked outboxes to flush at the end
-	ended   bool             // guarded by mu: adopted was flushed; adopt no more
+	ended   bool             // guarded by mu: adopted was handed out to flush; adopt no more
 }
+
+// maxBatchHold bounds how long a batch request holds the outboxes it
+// adopted for its slowest channel. Idle channels answer a batch within
+// tens of microseconds.
+const maxBatchHold = 2 * time.Millisecond
 
 // requestOf returns the request a publish came from, or nil when its
 // sender is not a replies process of this node.
@@ -129,9 +136,26 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, t
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	select {
-	case <-r.done:
-	case <-t.C:
+	var hold <-chan time.Time
+	if len(ps) > 1 {
+		h := time.NewTimer(maxBatchHold)
+		defer h.Stop()
+		hold = h.C
+	}
+	for waiting := true; waiting; {
+		select {
+		case <-r.done:
+			waiting = false
+		case <-t.C:
+			waiting = false
+		case <-hold:
+			// A channel is slow to answer: write what the others queued.
+			hold = nil
+			r.mu.Lock()
+			flush := r.endLocked()
+			r.mu.Unlock()
+			flushOutboxes(flush)
+		}
 	}
 	r.mu.Lock()
 	r.closed = true
