@@ -112,7 +112,8 @@ type Config struct {
 	// its gadgets, as a browser showing a dashboard does. Publishers keep
 	// a dashboard's channels together, so a Batch of Gadgets messages
 	// updates one dashboard. Zero means 1 (a connection per subscription).
-	// Fanout and ramp only; Channels must be a multiple of it.
+	// Fanout and ramp only; Channels must be a multiple of it, and a relay
+	// refuses more than its --max-subscriptions (100 by default).
 	Gadgets int
 	// Rate is the target publish rate in messages per second, over all
 	// publishers. Zero means 1000. For ramp it is the first step's rate.

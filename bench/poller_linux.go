@@ -20,8 +20,8 @@ import (
 // poller's goroutine alone reads its subscribers, answers their pings and
 // ends them; a subscriber's fields are the poller's until it has ended
 // (done closed), as with a reader goroutine. The run ends a polled
-// subscriber by shutting its socket down (shutdownRead), which the poller
-// sees as end of stream.
+// subscriber by shutting its socket down (wsConn.shutdown), which the
+// poller sees as end of stream.
 type pollers struct {
 	ps   []*poller
 	next int // round-robin over ps; guarded by mu
@@ -37,6 +37,7 @@ type poller struct {
 	epfd int             // ep's descriptor, open until stop
 	mu   sync.Mutex
 	sub  map[int32]*subscriber // by connection number; guarded by mu
+	dead error                 // guarded by mu: why loop ended, nil while it runs
 }
 
 // pollBatch is how many ready sockets one epoll_wait returns at most.
@@ -86,17 +87,24 @@ func (ps *pollers) add(s *subscriber) {
 	ps.next++
 	ps.mu.Unlock()
 	key := int32(s.n)
-	p.mu.Lock()
-	p.sub[key] = s
-	p.mu.Unlock()
 	s.begin()
+	p.mu.Lock()
+	dead := p.dead
+	if dead == nil {
+		p.sub[key] = s
+	}
+	p.mu.Unlock()
+	if dead != nil {
+		_ = s.conn.nc.Close()
+		s.end(dead)
+		return
+	}
 	var err error
 	cerr := s.conn.rc.Control(func(fd uintptr) {
 		ev := syscall.EpollEvent{Events: syscall.EPOLLIN | syscall.EPOLLRDHUP, Fd: key}
 		err = syscall.EpollCtl(p.epfd, syscall.EPOLL_CTL_ADD, int(fd), &ev)
 	})
-	if err = errors.Join(cerr, err); err != nil {
-		p.drop(key)
+	if err = errors.Join(cerr, err); err != nil && p.drop(key) {
 		_ = s.conn.nc.Close()
 		s.end(err)
 	}
@@ -112,22 +120,27 @@ func (ps *pollers) stop() {
 }
 
 // loop waits for sockets with bytes and reads each once, until the epoll
-// instance is closed.
+// instance is closed or fails; then it ends the subscribers it still has,
+// so that nobody waits for them.
 func (p *poller) loop() {
 	events := make([]syscall.EpollEvent, pollBatch)
 	ready := make([]*subscriber, 0, pollBatch)
 	for {
 		var n int
+		var werr error
 		err := p.rc.Read(func(fd uintptr) bool {
-			var werr error
 			n, werr = syscall.EpollWait(int(fd), events, 0)
-			if werr == syscall.EINTR {
-				n = 0
+			switch {
+			case werr == syscall.EINTR:
+				n, werr = 0, nil
 				return true // look again
+			case werr != nil:
+				return true
 			}
 			return n > 0 // else wait in Go's netpoller
 		})
-		if err != nil {
+		if err = errors.Join(err, werr); err != nil {
+			p.endAll(err)
 			return
 		}
 		ready = ready[:0]
@@ -147,8 +160,24 @@ func (p *poller) loop() {
 	}
 }
 
-func (p *poller) drop(key int32) {
+// endAll ends every subscriber the poller still reads, with err.
+func (p *poller) endAll(err error) {
 	p.mu.Lock()
-	delete(p.sub, key)
+	subs := p.sub
+	p.sub, p.dead = map[int32]*subscriber{}, err
 	p.mu.Unlock()
+	for _, s := range subs {
+		_ = s.conn.nc.Close()
+		s.end(err)
+	}
+}
+
+// drop forgets a subscriber, and reports whether it was there (endAll may
+// have taken it).
+func (p *poller) drop(key int32) bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	_, ok := p.sub[key]
+	delete(p.sub, key)
+	return ok
 }

@@ -3,7 +3,6 @@ package bench
 import (
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -52,16 +51,16 @@ type publisher struct {
 	lastErr error
 }
 
-// newClient returns the keep-alive client every publisher shares: one
-// connection per publisher, never closed between requests. It is
+// newClient returns the keep-alive client the publishers share: up to one
+// connection each, closed after clientIdleTimeout unused. It is
 // fasthttp's: net/http's client costs two goroutine hand-offs and a dozen
 // allocations a request, and in batches to dashboards its requests were a
 // quarter of the load generator's CPU, on the cores the relay is measured
 // on.
 func newClient(base *url.URL, publishers int) *fasthttp.HostClient {
 	d := net.Dialer{Timeout: defaultDialTimeout}
-	c := &fasthttp.HostClient{
-		Addr: base.Host,
+	return &fasthttp.HostClient{
+		Addr: hostPort(base),
 		// net's dialer: fasthttp's default caches DNS answers in a
 		// goroutine of its own that lives as long as the process.
 		Dial:                     func(addr string) (net.Conn, error) { return d.Dial("tcp", addr) },
@@ -70,17 +69,9 @@ func newClient(base *url.URL, publishers int) *fasthttp.HostClient {
 		ReadTimeout:              publishTimeout,
 		WriteTimeout:             publishTimeout,
 		NoDefaultUserAgentHeader: true,
+		IsTLS:                    base.Scheme == "https",
+		TLSConfig:                tlsConfig(base),
 	}
-	if base.Scheme == "https" {
-		c.IsTLS = true
-		c.TLSConfig = &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12}
-		if base.Port() == "" {
-			c.Addr = net.JoinHostPort(base.Hostname(), "443")
-		}
-	} else if base.Port() == "" {
-		c.Addr = net.JoinHostPort(base.Hostname(), "80")
-	}
-	return c
 }
 
 // run publishes until end at reqRate requests per second. A publisher that
@@ -161,7 +152,6 @@ func (p *publisher) do(body []byte) []bool {
 		p.req.Header.SetContentType("application/json")
 	}
 	p.req.SetBodyRaw(body)
-	p.res.Reset()
 	if err := p.client.DoTimeout(p.req, p.res, publishTimeout); err != nil {
 		return p.failed(err)
 	}

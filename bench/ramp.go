@@ -19,7 +19,9 @@ const heldShare = 0.95
 // arrived before the drain timeout, no subscription was closed, no
 // publish failed and p99 stayed within MaxP99; it fails when all of its
 // RampAttempts runs did not hold, refinement steps too. Every attempt is
-// in the result's steps; loss fails the run whatever the steps say.
+// in the result's steps. Loss, like a closed subscription or a failed
+// publish, fails the step it happened in (beyond capacity it is the
+// expected outcome), not the run.
 func (r *run) ramp(ctx context.Context) error {
 	r.setShape()
 	if err := r.subscribeAll(ctx); err != nil {

@@ -59,8 +59,8 @@ type run struct {
 	// Slow: the subscribers that stop reading.
 	stall *stall
 	// pollers read the subscribers that need no goroutine of their own:
-	// all but churn's (which redial) and slow's stopped ones; nil when
-	// epoll is missing.
+	// all but churn's (which redial), slow's stopped ones and TLS ones;
+	// nil when epoll is missing.
 	pollers *pollers
 }
 
@@ -104,13 +104,13 @@ func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Co
 		fmt.Fprintf(cfg.Progress, "%s: pid %d, %s, admin %s\n", t.name, t.cmd.Process.Pid, t.base, t.adminURL)
 	}
 	r.dialer = newDialer(t.base, cfg.SourceAddrs, defaultDialTimeout)
-	if cfg.Scenario != ScenarioChurn {
-		r.pollers = newPollers()
-	}
 	r.readyStats, _ = t.stats()
 	if err := r.mintTokens(); err != nil {
 		_ = t.stop()
 		return Result{}, err
+	}
+	if cfg.Scenario != ScenarioChurn {
+		r.pollers = newPollers()
 	}
 
 	switch cfg.Scenario {

@@ -148,8 +148,9 @@ type counters struct {
 	reconnects    atomic.Int64 // churn: resubscribes answered
 }
 
-// subscriber is one WebSocket connection subscribed to one channel (or to
-// none, in the connect scenario).
+// subscriber is one subscription: one channel of a WebSocket connection
+// (or none, in the connect scenario). The subscriptions of one connection
+// are a group (see group).
 type subscriber struct {
 	// Static after dial.
 	conn    *wsConn
@@ -158,7 +159,7 @@ type subscriber struct {
 	lat     *latencies
 	ctr     *counters
 	acked   chan struct{} // closed when the sub is answered or the reader ends
-	done    chan struct{} // closed when the reader goroutine returns
+	done    chan struct{} // closed when reading ended
 	closing *atomic.Bool  // set by the run before it closes connections
 	polled  bool          // read by a poller, not a goroutine of its own
 	// group holds the subscribers of every channel the connection is
@@ -279,14 +280,20 @@ func (s *subscriber) pollRead() (ended bool) {
 	if err == nil && n == 0 {
 		return false
 	}
-	for err == nil {
-		var p []byte
-		var ok bool
-		if p, ok, err = s.conn.nextMessage(); ok {
-			s.deliver(p)
-		} else if err == nil {
-			return false
+	// Bytes that came with an error are parsed first.
+	for {
+		p, ok, perr := s.conn.nextMessage()
+		if perr != nil {
+			err = perr
+			break
 		}
+		if !ok {
+			break
+		}
+		s.deliver(p)
+	}
+	if err == nil {
+		return false
 	}
 	_ = s.conn.nc.Close()
 	s.end(err)

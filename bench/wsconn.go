@@ -36,6 +36,9 @@ const (
 // bench are small, and this is paid per connection.
 const readBufferBytes = 2 << 10
 
+// pongTimeout bounds writing a pong.
+const pongTimeout = 5 * time.Second
+
 // maxFrameBytes bounds a server frame the client accepts.
 const maxFrameBytes = 16 << 20
 
@@ -65,8 +68,8 @@ func (e upgradeError) Error() string { return fmt.Sprintf("bench: upgrade answer
 // on a poller): the same parser serves both.
 //
 // Must only be used by one goroutine at a time: the dialer, then its reader
-// (or poller). Close and shutdown may be called from any goroutine (they
-// only write a close frame and close the socket).
+// (or poller). close and shutdown may be called from any goroutine (they
+// only write a close frame and close or shut down the socket).
 type wsConn struct {
 	nc net.Conn
 	rc syscall.RawConn // nc's, for readOnce; nil over TLS
@@ -75,6 +78,9 @@ type wsConn struct {
 	in  []byte
 	r   int
 	buf []byte // a fragmented message's payload, reused
+	// readErr is the error of the last blocking read, returned once the
+	// bytes read with it are parsed.
+	readErr error
 	// fragmented says a message's first fragment is in buf.
 	fragmented bool
 	out        []byte // reused outgoing frame
@@ -92,13 +98,7 @@ type dialer struct {
 }
 
 func newDialer(base *url.URL, sourceAddrs int, timeout time.Duration) *dialer {
-	d := &dialer{host: base.Host, hostName: base.Host, path: "/v1/ws?token=", timeout: timeout}
-	if base.Port() == "" {
-		d.host = net.JoinHostPort(base.Hostname(), map[bool]string{true: "443", false: "80"}[base.Scheme == "https"])
-	}
-	if base.Scheme == "https" {
-		d.tls = &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12}
-	}
+	d := &dialer{host: hostPort(base), hostName: base.Host, path: "/v1/ws?token=", timeout: timeout, tls: tlsConfig(base)}
 	// Spread source addresses only when the target is IPv4 loopback: a
 	// 127.0.0.x source cannot reach anything else.
 	if ip := net.ParseIP(base.Hostname()); ip != nil && ip.To4() != nil && ip.IsLoopback() {
@@ -107,6 +107,23 @@ func newDialer(base *url.URL, sourceAddrs int, timeout time.Duration) *dialer {
 		}
 	}
 	return d
+}
+
+// hostPort is the address to dial for base: its host and port, the
+// scheme's default port when it has none.
+func hostPort(base *url.URL) string {
+	if base.Port() != "" {
+		return base.Host
+	}
+	return net.JoinHostPort(base.Hostname(), map[bool]string{true: "443", false: "80"}[base.Scheme == "https"])
+}
+
+// tlsConfig is the client TLS configuration for base, nil for http.
+func tlsConfig(base *url.URL) *tls.Config {
+	if base.Scheme != "https" {
+		return nil
+	}
+	return &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12}
 }
 
 // dial opens connection number n (which picks its source address) and
@@ -289,9 +306,12 @@ func (c *wsConn) readMessage() ([]byte, error) {
 		if p, ok, err := c.nextMessage(); ok || err != nil {
 			return p, err
 		}
-		if err := c.read(c.nc.Read); err != nil {
-			return nil, err
+		if c.readErr != nil {
+			return nil, c.readErr
 		}
+		// A read may return bytes and an error together (TLS: a close
+		// frame, then close_notify): the bytes are parsed first.
+		c.readErr = c.read(c.nc.Read)
 	}
 }
 
@@ -300,9 +320,10 @@ func (c *wsConn) readMessage() ([]byte, error) {
 // has closed it. A poller calls it when epoll says the socket is readable.
 func (c *wsConn) readOnce() (n int, err error) {
 	err = c.read(func(p []byte) (int, error) {
+		var got int
 		var rerr error
 		if err := c.rc.Read(func(fd uintptr) bool {
-			n, rerr = syscall.Read(int(fd), p)
+			got, rerr = syscall.Read(int(fd), p)
 			return true // never wait in Go's poller: epoll is ours
 		}); err != nil {
 			return 0, err
@@ -312,10 +333,11 @@ func (c *wsConn) readOnce() (n int, err error) {
 			return 0, nil
 		case rerr != nil:
 			return 0, rerr
-		case n == 0:
+		case got == 0:
 			return 0, io.EOF
 		}
-		return n, nil
+		n = got
+		return got, nil
 	})
 	return n, err
 }
@@ -351,6 +373,9 @@ func (c *wsConn) nextMessage() (p []byte, ok bool, err error) {
 		c.r += n
 		switch op {
 		case opPing:
+			// Bounded: on a poller, a pong that cannot be written would
+			// hold up every connection of that poller.
+			_ = c.nc.SetWriteDeadline(time.Now().Add(pongTimeout))
 			if err := c.writeFrame(opPong, payload); err != nil {
 				return nil, false, err
 			}

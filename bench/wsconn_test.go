@@ -7,6 +7,7 @@ import (
 	"encoding/base64"
 	"encoding/binary"
 	"io"
+	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -200,4 +201,33 @@ func TestParseServerFrame(t *testing.T) {
 	bad([]byte{0x81, 0x81, 0, 0, 0, 0, 'x'}, "masked")
 	bad([]byte{0x83, 0}, "opcode")
 	bad([]byte{0x81, 127, 0xff, 0, 0, 0, 0, 0, 0, 0}, "bytes")
+}
+
+// dataAndEOF is a connection whose one read returns bytes and io.EOF
+// together, as a TLS connection does when close_notify follows them.
+type dataAndEOF struct {
+	net.Conn
+	data []byte
+}
+
+func (c *dataAndEOF) Read(p []byte) (int, error) {
+	n := copy(p, c.data)
+	c.data = c.data[n:]
+	return n, io.EOF
+}
+
+// TestReadMessageBeforeError: the frames read together with an error are
+// parsed before the error is returned, so a close frame's code is kept.
+func TestReadMessageBeforeError(t *testing.T) {
+	c := &wsConn{nc: &dataAndEOF{data: append(serverFrame(true, opText, []byte("last")),
+		serverFrame(true, opClose, []byte{0x0f, 0xa8})...)}}
+	p, err := c.readMessage()
+	require.NoError(t, err)
+	assert.Equal(t, "last", string(p))
+	_, err = c.readMessage()
+	var ce closeError
+	require.ErrorAs(t, err, &ce)
+	assert.Equal(t, uint16(4008), ce.code)
+	_, err = c.readMessage()
+	assert.Error(t, err)
 }

@@ -1,7 +1,7 @@
-// Package wsframe builds client-side WebSocket frames (RFC 6455 5.2), for
-// the load generator and the tests' raw clients, and reads server frames,
-// for the tests: both need exact control over what goes on the wire. No
-// state; safe for concurrent use.
+// Package wsframe builds client-side WebSocket frames (RFC 6455 5.2) and
+// parses server frames, for the load generator and the tests' raw clients:
+// both need exact control over what goes on the wire. No state; safe for
+// concurrent use.
 package wsframe
 
 import (
