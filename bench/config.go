@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
@@ -99,6 +100,9 @@ type Config struct {
 	// reports the relay's figures as ratios of the baseline's. It needs a
 	// child target (no URL).
 	Baseline bool
+	// RootCAs are the certificate authorities an https URL's certificate
+	// must chain to. Nil means the system's.
+	RootCAs *x509.CertPool
 	// Site is the site claim of every token and the prefix of every
 	// channel. Zero means "ari:cloud:jira::site/bench".
 	Site string

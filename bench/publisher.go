@@ -3,6 +3,7 @@ package bench
 import (
 	"bytes"
 	"context"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net"
@@ -57,7 +58,7 @@ type publisher struct {
 // allocations a request, and in batches to dashboards its requests were a
 // quarter of the load generator's CPU, on the cores the relay is measured
 // on.
-func newClient(base *url.URL, publishers int) *fasthttp.HostClient {
+func newClient(base *url.URL, roots *x509.CertPool, publishers int) *fasthttp.HostClient {
 	d := net.Dialer{Timeout: defaultDialTimeout}
 	return &fasthttp.HostClient{
 		Addr: hostPort(base),
@@ -70,7 +71,7 @@ func newClient(base *url.URL, publishers int) *fasthttp.HostClient {
 		WriteTimeout:             publishTimeout,
 		NoDefaultUserAgentHeader: true,
 		IsTLS:                    base.Scheme == "https",
-		TLSConfig:                tlsConfig(base),
+		TLSConfig:                tlsConfig(base, roots),
 	}
 }
 

@@ -103,7 +103,7 @@ func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Co
 	if cfg.Progress != nil && t.cmd != nil {
 		fmt.Fprintf(cfg.Progress, "%s: pid %d, %s, admin %s\n", t.name, t.cmd.Process.Pid, t.base, t.adminURL)
 	}
-	r.dialer = newDialer(t.base, cfg.SourceAddrs, defaultDialTimeout)
+	r.dialer = newDialer(t.base, cfg.RootCAs, cfg.SourceAddrs, defaultDialTimeout)
 	r.readyStats, _ = t.stats()
 	if err := r.mintTokens(); err != nil {
 		_ = t.stop()
@@ -412,7 +412,7 @@ func (r *run) publishPhase(ctx context.Context, rate float64, d time.Duration) p
 	cpu0 := selfCPU()
 
 	p := r.cfg.Publishers
-	client := newClient(r.t.base, p)
+	client := newClient(r.t.base, r.cfg.RootCAs, p)
 	defer client.CloseIdleConnections()
 	url := r.t.base.String() + "/v1/publish"
 	if r.cfg.Batch > 1 {

@@ -7,6 +7,7 @@ import (
 	"crypto/rand"
 	"crypto/sha1"
 	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/binary"
 	"errors"
@@ -97,8 +98,8 @@ type dialer struct {
 	hostName string // Host header
 }
 
-func newDialer(base *url.URL, sourceAddrs int, timeout time.Duration) *dialer {
-	d := &dialer{host: hostPort(base), hostName: base.Host, path: "/v1/ws?token=", timeout: timeout, tls: tlsConfig(base)}
+func newDialer(base *url.URL, roots *x509.CertPool, sourceAddrs int, timeout time.Duration) *dialer {
+	d := &dialer{host: hostPort(base), hostName: base.Host, path: "/v1/ws?token=", timeout: timeout, tls: tlsConfig(base, roots)}
 	// Spread source addresses only when the target is IPv4 loopback: a
 	// 127.0.0.x source cannot reach anything else.
 	if ip := net.ParseIP(base.Hostname()); ip != nil && ip.To4() != nil && ip.IsLoopback() {
@@ -118,12 +119,13 @@ func hostPort(base *url.URL) string {
 	return net.JoinHostPort(base.Hostname(), map[bool]string{true: "443", false: "80"}[base.Scheme == "https"])
 }
 
-// tlsConfig is the client TLS configuration for base, nil for http.
-func tlsConfig(base *url.URL) *tls.Config {
+// tlsConfig is the client TLS configuration for base, nil for http; roots
+// nil means the system's CAs.
+func tlsConfig(base *url.URL, roots *x509.CertPool) *tls.Config {
 	if base.Scheme != "https" {
 		return nil
 	}
-	return &tls.Config{ServerName: base.Hostname(), MinVersion: tls.VersionTLS12}
+	return &tls.Config{ServerName: base.Hostname(), RootCAs: roots, MinVersion: tls.VersionTLS12}
 }
 
 // dial opens connection number n (which picks its source address) and

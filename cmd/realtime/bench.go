@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/x509"
 	"errors"
 	"flag"
 	"fmt"
@@ -77,6 +78,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 	scenario := f.String("scenario", "fanout", "load shape: fanout, connect, ramp, churn or slow")
 	url := f.String("url", "", "base URL of a running relay (http://host:port); empty starts one as a child process")
 	key := f.String("key", "", "kid:secret of the relay at --url (standard base64 secret); not needed for a child")
+	caFile := f.String("ca-file", "", "PEM file of the CAs an https --url's certificate must chain to (a private CA, or a self-signed certificate); empty means the system's")
 	var serverArgs stringList
 	f.Var(&serverArgs, "server-arg", "extra `realtime serve` flag for the child, e.g. --server-arg=--send-queue-bytes=65536; repeatable (the environment twin holds one); slow adds --send-queue-bytes=32768 unless given")
 	serverBin := f.String("server-binary", "", "realtime binary to start as the child; empty means this one")
@@ -153,6 +155,16 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 			return cfg, opts, fmt.Errorf("--key: %w", err)
 		}
 		cfg.Key = keys[0]
+	}
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		if err != nil {
+			return cfg, opts, fmt.Errorf("--ca-file: %w", err)
+		}
+		cfg.RootCAs = x509.NewCertPool()
+		if !cfg.RootCAs.AppendCertsFromPEM(pem) {
+			return cfg, opts, fmt.Errorf("--ca-file: no PEM certificate in %s", *caFile)
+		}
 	}
 	switch {
 	case *url != "" && *key == "":

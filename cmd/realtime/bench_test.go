@@ -2,6 +2,8 @@ package main
 
 import (
 	"io"
+	"os"
+	"path/filepath"
 	"testing"
 	"time"
 
@@ -75,4 +77,8 @@ func TestBenchConfigErrors(t *testing.T) {
 	f("bad key", "--url", "http://127.0.0.1:1", "--key", "nope")
 	f("unknown flag", "--nope")
 	f("stray argument", "fanout")
+	f("missing CA file", "--ca-file", filepath.Join(t.TempDir(), "none.pem"))
+	notPEM := filepath.Join(t.TempDir(), "ca.pem")
+	require.NoError(t, os.WriteFile(notPEM, []byte("not a certificate"), 0o600))
+	f("CA file without a certificate", "--ca-file", notPEM)
 }

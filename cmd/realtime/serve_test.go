@@ -8,6 +8,7 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"crypto/x509/pkix"
+	"encoding/json"
 	"encoding/pem"
 	"math/big"
 	"net"
@@ -91,6 +92,23 @@ func TestServeTLS(t *testing.T) {
 		_ = resp.Body.Close()
 		assert.NotEqual(t, http.StatusOK, resp.StatusCode, "plain HTTP answered on the TLS listener")
 	}
+
+	// The load generator drives it over WSS and HTTPS, trusting the
+	// certificate given with --ca-file; a batch of 5 updates 5 channels of
+	// each connection (--gadgets 5).
+	out, err := exec.Command(bin, "bench", "--url", "https://"+relay.addr, "--key", key.String(), "--ca-file", certFile,
+		"--channels", "10", "--subs", "2", "--gadgets", "5", "--batch", "5", "--rate", "200", "--duration", "1s", "--json").Output()
+	require.NoError(t, err, "%s", out)
+	var res struct {
+		Published, Expected, Delivered, Lost int64
+		Failures                             []string
+	}
+	require.NoError(t, json.Unmarshal(out, &res), "%s", out)
+	assert.Empty(t, res.Failures)
+	assert.Positive(t, res.Published)
+	assert.Equal(t, 2*res.Published, res.Expected)
+	assert.Equal(t, res.Expected, res.Delivered)
+	assert.Zero(t, res.Lost)
 }
 
 // TestTokenCommand mints with `realtime token` and checks the token with
