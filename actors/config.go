@@ -25,6 +25,7 @@ const (
 	defaultPingInterval       = 25 * time.Second
 	defaultForbiddenLimit     = 5
 	defaultPublishTimeout     = 5 * time.Second
+	defaultBatchHold          = 2 * time.Millisecond
 	defaultSubscribeRate      = 50
 	defaultSubscribeBurst     = 200
 	defaultCloseTimeout       = 2 * time.Second
@@ -68,6 +69,11 @@ type Config struct {
 	// PublishTimeout bounds how long a publish waits for its channel. Zero
 	// means 5s.
 	PublishTimeout time.Duration
+	// BatchHold bounds how long a batch request holds the outboxes its
+	// channels kicked, waiting for its slowest channel, before it writes
+	// them (see replies). Zero means 2ms: idle channels answer a batch in
+	// tens of microseconds.
+	BatchHold time.Duration
 
 	// Verifier checks the tokens of refresh requests. Required.
 	Verifier *auth.Verifier
@@ -114,6 +120,7 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.PingInterval, defaultPingInterval)
 	defaults.Set(&c.CloseTimeout, defaultCloseTimeout)
 	defaults.Set(&c.PublishTimeout, defaultPublishTimeout)
+	defaults.Set(&c.BatchHold, defaultBatchHold)
 	if c.Logger == nil {
 		c.Logger = slog.Default()
 	}

@@ -94,7 +94,7 @@ func (h *Hub) PublishBatch(ps []Publication) ([]PublishResult, []error) {
 		}
 		ptrs[i] = &msgs[i]
 	}
-	answers := publishAll(h.system, h.registry, ptrs, h.cfg.PublishTimeout)
+	answers := publishAll(h.system, h.registry, ptrs, h.cfg.PublishTimeout, h.cfg.BatchHold)
 	results := make([]PublishResult, len(ps))
 	errs := make([]error, len(ps))
 	for i, r := range answers {

@@ -20,7 +20,7 @@ import (
 // then gets all its messages in one write instead of one per channel. The
 // outboxes adopted from the channels that answered first wait for the
 // slowest, and so does whatever else queues into them meanwhile; so at
-// most maxBatchHold: then the request writes what it adopted, and the
+// most Config.BatchHold: then the request writes what it adopted, and the
 // channels that answer later write their own.
 //
 // Concurrency: answers arrive on the channels' goroutines, the waiter is
@@ -36,11 +36,6 @@ type replies struct {
 	adopted []*outbox        // guarded by mu: kicked outboxes to flush at the end
 	ended   bool             // guarded by mu: adopted was handed out to flush; adopt no more
 }
-
-// maxBatchHold bounds how long a batch request holds the outboxes it
-// adopted for its slowest channel. Idle channels answer a batch within
-// tens of microseconds.
-const maxBatchHold = 2 * time.Millisecond
 
 // requestOf returns the request a publish came from, or nil when its
 // sender is not a replies process of this node.
@@ -68,8 +63,8 @@ func (r *replies) adopt(outboxes []*outbox) bool {
 	return true
 }
 
-// endLocked stops adopting and returns what was adopted, for the caller to flush
-// once it has released mu.
+// endLocked stops adopting and returns what was adopted, for the caller
+// to flush once it has released mu.
 func (r *replies) endLocked() []*outbox {
 	r.ended = true
 	out := r.adopted
@@ -122,8 +117,9 @@ func (r *replies) Stop(*actor.PID) {}
 
 // publishAll sends every publication to its channel and waits, at most
 // timeout, for every answer. A publication left unanswered (its channel
-// is stuck, or the hub is stopping) has a nil result.
-func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, timeout time.Duration) []*publishResult {
+// is stuck, or the hub is stopping) has a nil result. A request of several
+// writes what it adopted after hold at the latest.
+func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, timeout, hold time.Duration) []*publishResult {
 	if len(ps) == 0 {
 		return nil
 	}
@@ -136,11 +132,11 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, t
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
-	var hold <-chan time.Time
+	var held <-chan time.Time
 	if len(ps) > 1 {
-		h := time.NewTimer(maxBatchHold)
+		h := time.NewTimer(hold)
 		defer h.Stop()
-		hold = h.C
+		held = h.C
 	}
 	for waiting := true; waiting; {
 		select {
@@ -148,9 +144,9 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, t
 			waiting = false
 		case <-t.C:
 			waiting = false
-		case <-hold:
+		case <-held:
 			// A channel is slow to answer: write what the others queued.
-			hold = nil
+			held = nil
 			r.mu.Lock()
 			flush := r.endLocked()
 			r.mu.Unlock()
