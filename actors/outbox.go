@@ -51,8 +51,9 @@ const (
 // is empty.
 // Whatever queues while a write is in progress goes out in the next one:
 // that is the coalescing, one write per batch, not per message. The bound
-// therefore measures exactly how far the client is behind its socket,
-// never how busy the server's own goroutines are.
+// therefore measures how far the client is behind its socket, not how busy
+// the server's own goroutines are (but for a batch request's hold of at
+// most Config.BatchHold).
 type outbox struct {
 	// Static after newOutbox. The bounds and metrics come from cfg, which
 	// every outbox shares: each byte here is paid per connection.
