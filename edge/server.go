@@ -164,33 +164,36 @@ type detacher interface {
 	detach() net.Conn
 }
 
-type detachableConn struct {
-	net.Conn
-	detached atomic.Bool
-}
+// detachment is the state both detachable connection types share: two
+// types, because fasthttp recognises TLS by the methods of *tls.Conn.
+type detachment struct{ detached atomic.Bool }
 
-func (c *detachableConn) detach() net.Conn { c.detached.Store(true); return c.Conn }
+// take marks c detached and returns it.
+func (d *detachment) take(c net.Conn) net.Conn { d.detached.Store(true); return c }
 
-func (c *detachableConn) Close() error {
-	if c.detached.Load() {
+// close closes c unless it was detached.
+func (d *detachment) close(c net.Conn) error {
+	if d.detached.Load() {
 		return nil
 	}
-	return c.Conn.Close()
+	return c.Close()
 }
+
+type detachableConn struct {
+	net.Conn
+	detachment
+}
+
+func (c *detachableConn) detach() net.Conn { return c.take(c.Conn) }
+func (c *detachableConn) Close() error     { return c.close(c.Conn) }
 
 type detachableTLSConn struct {
 	*tls.Conn
-	detached atomic.Bool
+	detachment
 }
 
-func (c *detachableTLSConn) detach() net.Conn { c.detached.Store(true); return c.Conn }
-
-func (c *detachableTLSConn) Close() error {
-	if c.detached.Load() {
-		return nil
-	}
-	return c.Conn.Close()
-}
+func (c *detachableTLSConn) detach() net.Conn { return c.take(c.Conn) }
+func (c *detachableTLSConn) Close() error     { return c.close(c.Conn) }
 
 // Draining reports whether Shutdown has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
