@@ -151,7 +151,7 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		// leaves them to the restart's flush); a batch's request takes
 		// them, to write them with its other channels' messages. Not a
 		// fan-out larger than a slice: that one is written in slices.
-		if n := len(st.dirty) - kicked; m.Batch && n > 0 && n <= flushSliceLen() && requestOf(ctx).adopt(st.dirty[kicked:]) {
+		if n := len(st.dirty) - kicked; m.Batch && n > 0 && n <= flushSliceLen && requestOf(ctx).adopt(st.dirty[kicked:]) {
 			clear(st.dirty[kicked:])
 			st.dirty = st.dirty[:kicked]
 		}
@@ -261,7 +261,7 @@ func (c *channel) scheduleFlush(ctx actor.Context) {
 // its own.
 func (c *channel) flushSlice() {
 	st := c.state
-	n := min(len(st.dirty)-st.flushed, flushSliceLen())
+	n := min(len(st.dirty)-st.flushed, flushSliceLen)
 	// A crash in here keeps dirty for the restart's flush: flushing an
 	// outbox twice is harmless (see outbox.flush).
 	flushOutboxes(st.dirty[st.flushed : st.flushed+n])
@@ -286,16 +286,20 @@ func (st *channelState) resetDirty() {
 // flushOutboxes flushes outboxes on this goroutine, or in chunks, one per
 // core, when there are many.
 func flushOutboxes(outboxes []*outbox) {
-	if chunk := max(len(outboxes)/runtime.GOMAXPROCS(0)+1, minFlushChunk); len(outboxes) > chunk {
+	if chunk := max(len(outboxes)/cores+1, minFlushChunk); len(outboxes) > chunk {
 		flushParallel(outboxes, chunk)
 	} else {
 		flushAll(outboxes)
 	}
 }
 
+// cores is GOMAXPROCS, read once: runtime.GOMAXPROCS takes the scheduler's
+// global lock, and the flush paths ask on every publish.
+var cores = runtime.GOMAXPROCS(0)
+
 // flushSliceLen is how many outboxes one flushNow writes: about half a
 // millisecond of writes per core on loopback here (about 6 µs a write).
-func flushSliceLen() int { return 128 * runtime.GOMAXPROCS(0) }
+var flushSliceLen = 128 * cores
 
 // flushParallel flushes outboxes in chunks, the first on this goroutine,
 // and returns when all are done.

@@ -37,7 +37,7 @@ func (s *recordingSocket) Close(uint16, time.Duration) {}
 func TestFlushSweeps(t *testing.T) {
 	h := newBenchHub(t)
 	defer func() { _ = h.Stop(t.Context()) }()
-	slice := flushSliceLen()
+	slice := flushSliceLen
 	n := slice + 10
 	c := &channel{cfg: h.cfg, state: &channelState{}}
 	socks := make([]*recordingSocket, n)
@@ -85,9 +85,6 @@ func TestRepliesFlushAdoptedAtTheEnd(t *testing.T) {
 			o.push([]byte(f), 0, true)
 		}
 		return o
-	}
-	newReplies := func(n int) *replies {
-		return &replies{results: make([]*publishResult, n), left: n, done: make(chan struct{})}
 	}
 
 	var a, b recordingSocket

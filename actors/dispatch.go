@@ -1,6 +1,6 @@
 package actors
 
-import "runtime"
+import "sync/atomic"
 
 // workers runs actors' mailboxes on long-lived goroutines. protoactor's
 // default dispatcher starts a goroutine each time a mailbox gets work; the
@@ -13,8 +13,9 @@ import "runtime"
 // worker, or, when every worker is busy, to a new goroutine as protoactor
 // would, so a mailbox never waits behind another.
 type workers struct {
-	work chan func() // unbuffered: a send succeeds only into an idle worker
-	stop chan struct{}
+	work    chan func() // unbuffered: a send succeeds only into an idle worker
+	stop    chan struct{}
+	spawned atomic.Int64 // mailboxes that found no idle worker
 }
 
 // mailboxThroughput is how many messages a mailbox handles before it
@@ -31,7 +32,7 @@ const workersPerCore = 32
 
 func newWorkers() *workers {
 	w := &workers{work: make(chan func()), stop: make(chan struct{})}
-	for range workersPerCore * runtime.GOMAXPROCS(0) {
+	for range workersPerCore * cores {
 		go w.run()
 	}
 	return w
@@ -53,6 +54,7 @@ func (w *workers) Schedule(fn func()) {
 	select {
 	case w.work <- fn:
 	default:
+		w.spawned.Add(1)
 		go fn()
 	}
 }

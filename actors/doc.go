@@ -22,14 +22,16 @@
 // goroutines for a large fan-out, and a slice of outboxes at a time with
 // the mailbox served between slices, so that a publish arriving mid-fan-out
 // joins it (channel.flushSlice); a writer goroutine starts only for a
-// write that would block, a ping or a close. A connection that panics is
-// stopped, which removes its subscriptions.
+// write that would block or finds the socket busy, a ping, a close, or a
+// connection still receiving after a few inline writes. A connection that
+// panics is stopped, which removes its subscriptions.
 //
 // Concurrency: every actor's state is touched only from its own mailbox, so
 // none needs a lock; the exceptions are a connection's outbox, shared by
 // the channels and the connection that queue into it and whoever holds its
-// writing turn, under its mutex (outbox.go), and the node's directory of
-// outboxes (directory.go). Messages between actors are plain data
+// writing turn, under its mutex (outbox.go); the node's directory of
+// outboxes (directory.go); and a publish request's answers and adopted
+// outboxes, under its mutex (replies.go). Messages between actors are plain data
 // (messages.go), so that a later multi-node relay can carry them. Mailboxes
 // run on long-lived worker goroutines (32 per core), or on a new one when
 // all are busy (dispatch.go). Hub is the package's API for the edge and is safe

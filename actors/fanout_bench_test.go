@@ -29,7 +29,10 @@ func (s countingSocket) Write(parts [][]byte) error {
 func (s countingSocket) WritePing() error            { return nil }
 func (s countingSocket) Close(uint16, time.Duration) {}
 
-func newBenchHub(tb testing.TB) *Hub {
+func newBenchHub(tb testing.TB) *Hub { return newTestHub(tb, nil) }
+
+// newTestHub is newBenchHub with configure applied to its Config first.
+func newTestHub(tb testing.TB, configure func(*Config)) *Hub {
 	key, err := auth.GenerateKey("bench")
 	if err != nil {
 		tb.Fatal(err)
@@ -42,10 +45,14 @@ func newBenchHub(tb testing.TB) *Hub {
 	// 2-core machine (a writer goroutine left waiting while its actor runs)
 	// never trips the slow-consumer cut-off: this measures throughput, the
 	// cut-off has its own tests.
-	h, err := New(Config{
+	cfg := Config{
 		Verifier: &auth.Verifier{Keys: ring}, Metrics: telemetry.New(auth.DenyReasons),
 		SendQueueMessages: 1 << 20, SendQueueBytes: 1 << 30,
-	})
+	}
+	if configure != nil {
+		configure(&cfg)
+	}
+	h, err := New(cfg)
 	if err != nil {
 		tb.Fatal(err)
 	}

@@ -82,7 +82,6 @@ func (h *Hub) Publish(p Publication) (PublishResult, error) {
 func (h *Hub) PublishBatch(ps []Publication) ([]PublishResult, []error) {
 	now := time.Now()
 	msgs := make([]publish, len(ps))
-	ptrs := make([]*publish, len(ps))
 	for i, p := range ps {
 		at := p.ReceivedAt
 		if at.IsZero() {
@@ -92,9 +91,8 @@ func (h *Hub) PublishBatch(ps []Publication) ([]PublishResult, []error) {
 			Channel: p.Channel, Event: p.Event, Data: p.Data,
 			IdempotencyKey: p.IdempotencyKey, ReceivedAt: at.UnixNano(), Batch: len(ps) > 1,
 		}
-		ptrs[i] = &msgs[i]
 	}
-	answers := publishAll(h.system, h.registry, ptrs, h.cfg.PublishTimeout, h.cfg.BatchHold)
+	answers := publishAll(h.system, h.registry, msgs, h.cfg.PublishTimeout, h.cfg.BatchHold)
 	results := make([]PublishResult, len(ps))
 	errs := make([]error, len(ps))
 	for i, r := range answers {

@@ -11,7 +11,6 @@ import (
 
 	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/protocol"
-	"github.com/realtime-relay/realtime/internal/telemetry"
 )
 
 // An empty batch is answered at once, and a stopped hub fails publishes
@@ -61,20 +60,14 @@ func TestReplayFitsWithItsAck(t *testing.T) {
 func TestBatchHoldsOutboxesBriefly(t *testing.T) {
 	release := make(chan struct{})
 	stuck := "site/dash/stuck"
-	key, err := auth.GenerateKey("k")
-	require.NoError(t, err)
-	ring, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	h, err := New(Config{
-		Verifier: &auth.Verifier{Keys: ring}, Metrics: telemetry.New(auth.DenyReasons),
-		PublishTimeout: time.Minute, // so that only the hold can end the wait
-		BeforeDeliverForTest: func(channel string, _ uint64, _ int) {
+	h := newTestHub(t, func(cfg *Config) {
+		cfg.PublishTimeout = time.Minute // so that only the hold can end the wait
+		cfg.BeforeDeliverForTest = func(channel string, _ uint64, _ int) {
 			if channel == stuck {
 				<-release
 			}
-		},
+		}
 	})
-	require.NoError(t, err)
 	defer func() { _ = h.Stop(t.Context()) }()
 	letGo := sync.OnceFunc(func() { close(release) })
 	defer letGo() // before Stop, which waits for the stuck channel
@@ -90,15 +83,8 @@ func TestBatchHoldsOutboxesBriefly(t *testing.T) {
 		defer s.mu.Unlock()
 		return len(s.writes)
 	}
-	waitUntil := func(what string, cond func() bool) {
-		t.Helper()
-		deadline := time.Now().Add(10 * time.Second)
-		for !cond() {
-			require.True(t, time.Now().Before(deadline), what)
-			time.Sleep(time.Millisecond)
-		}
-	}
-	waitUntil("acks written", func() bool { return written(&fast) == 1 && written(&slow) == 1 })
+	require.Eventually(t, func() bool { return written(&fast) == 1 && written(&slow) == 1 },
+		10*time.Second, time.Millisecond, "acks written")
 
 	done := make(chan struct{})
 	go func() {
@@ -108,9 +94,12 @@ func TestBatchHoldsOutboxesBriefly(t *testing.T) {
 			{Channel: stuck, Event: "e", Data: "x"},
 		})
 	}()
-	waitUntil("the fast channel's message written while the other channel is stuck",
-		func() bool { return written(&fast) == 2 })
+	// That the two are written together when both answer in time is
+	// edge's TestBatchIsOneFramePerConnection.
+	require.Eventually(t, func() bool { return written(&fast) == 2 },
+		10*time.Second, time.Millisecond, "the fast channel's message written while the other channel is stuck")
 	letGo()
 	<-done
-	waitUntil("the stuck channel's message written once it went on", func() bool { return written(&slow) == 2 })
+	require.Eventually(t, func() bool { return written(&slow) == 2 },
+		10*time.Second, time.Millisecond, "the stuck channel's message written once it went on")
 }

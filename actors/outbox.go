@@ -228,7 +228,9 @@ func (o *outbox) nextLocked() *batch {
 	if o.closed {
 		*b = batch{} // free the slices of a closed connection
 	}
-	if (o.closed && o.closeCode == 0) || (o.frames == 0 && !o.ping) {
+	// A closed outbox has nothing queued: close and closeAfterQueued
+	// drop the ping, and push and requestPing refuse.
+	if o.frames == 0 && !o.ping {
 		o.state = idle
 		// A burst's slices would otherwise stay with an idle connection.
 		if cap(b.parts) > maxIdleParts {

@@ -78,7 +78,14 @@ func (r *replies) SendUserMessage(_ *actor.PID, message any) {
 	r.mu.Lock()
 	flush := r.takeLocked(msg)
 	r.mu.Unlock()
-	flushOutboxes(flush)
+	if len(flush) > 0 {
+		flushOutboxes(flush)
+	}
+}
+
+// newReplies returns the collector of n answers.
+func newReplies(n int) *replies {
+	return &replies{results: make([]*publishResult, n), left: n, done: make(chan struct{})}
 }
 
 // takeLocked records an answer and returns the adopted outboxes when it
@@ -119,16 +126,16 @@ func (r *replies) Stop(*actor.PID) {}
 // timeout, for every answer. A publication left unanswered (its channel
 // is stuck, or the hub is stopping) has a nil result. A request of several
 // writes what it adopted after hold at the latest.
-func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []*publish, timeout, hold time.Duration) []*publishResult {
+func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []publish, timeout, hold time.Duration) []*publishResult {
 	if len(ps) == 0 {
 		return nil
 	}
-	r := &replies{results: make([]*publishResult, len(ps)), left: len(ps), done: make(chan struct{})}
+	r := newReplies(len(ps))
 	pid, _ := system.ProcessRegistry.Add(r, "replies"+system.ProcessRegistry.NextId())
 	defer system.ProcessRegistry.Remove(pid)
-	for i, p := range ps {
-		p.Index = i
-		system.Root.RequestWithCustomSender(registry, p, pid)
+	for i := range ps {
+		ps[i].Index = i
+		system.Root.RequestWithCustomSender(registry, &ps[i], pid)
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()

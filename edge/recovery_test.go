@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"strings"
 	"sync"
 	"sync/atomic"
 	"testing"
@@ -9,6 +10,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -121,4 +123,29 @@ func TestRecoveryBoundaryUnderConcurrentPublishing(t *testing.T) {
 		requireLive(t, r, pub, ch, c)
 		c.Close()
 	}
+}
+
+// TestReplayLargerThanTheQueue: a since whose replay would not fit the
+// connection's outbound queue is answered recovered:false (refetch), not
+// cut off with 4008, and live messages follow on the same connection.
+func TestReplayLargerThanTheQueue(t *testing.T) {
+	const queue, size = 64 << 10, 8 << 10
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.Actors.SendQueueBytes = queue })
+	pub, sub := r.PublishToken(t), r.SubscribeToken(t)
+	ch := testutil.Channel("big-replay")
+	keeper := r.Dial(t, sub)
+	epoch := keeper.Subscribe(1, ch).Epoch
+	data := strings.Repeat("x", size)
+	for range 2 * queue / size { // twice the queue, retained
+		r.Publish(t, pub, ch, "Tick", data)
+	}
+
+	c := r.Dial(t, sub)
+	ack := c.SubscribeSince(1, ch, epoch, 0)
+	require.NotNil(t, ack.Recovered)
+	assert.False(t, *ack.Recovered, "a replay past the queue's bound is a refetch")
+	last := r.Publish(t, pub, ch, "Tick", "live")
+	f := c.NextOp("msg")
+	assert.Equal(t, last, f.Offset, "live messages follow, no replay")
+	assert.InDelta(t, 0, r.Metric(t, `realtime_connections_closed_total{reason="slow_consumer"}`), 0)
 }
