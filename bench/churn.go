@@ -117,7 +117,7 @@ func (r *run) fillPhase(ph phase, subscribed procStats) {
 	r.res.LoadgenCPUSeconds = ph.loadgenCPU.Seconds()
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, ph.serverCPU)
-		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns)
+		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns())
 		if ph.delivered > 0 {
 			r.res.Server.CPUMicrosPerMsg = float64(ph.serverCPU.Microseconds()) / float64(ph.delivered)
 		}
@@ -132,12 +132,8 @@ func (r *run) fillPhase(ph phase, subscribed procStats) {
 // under connMu).
 func (r *run) churnLoop(ctx context.Context, s *subscriber) {
 	defer close(s.done)
-	first := true // no ack yet on the first connection
-	defer func() {
-		if first {
-			close(s.acked)
-		}
-	}()
+	defer s.closeAcked() // when it ends before the first answer
+	first := true        // no ack yet on the first connection
 	for {
 		p, err := s.conn.readMessage()
 		if err != nil {
@@ -178,9 +174,8 @@ func (r *run) churnLoop(ctx context.Context, s *subscriber) {
 		}
 		if first {
 			// The run arms the first slot once every subscription is
-			// acked; arming here could undo it.
+			// acked (handle closed acked); arming here could undo it.
 			first = false
-			close(s.acked)
 			continue
 		}
 		if !s.ackOK { // an err answer: no subscription behind this connection

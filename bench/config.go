@@ -232,6 +232,9 @@ func isSendQueueArg(a string) bool {
 	return strings.HasPrefix(a, "-") && name == "send-queue-bytes"
 }
 
+// dashboards is how many dashboards of Gadgets channels there are.
+func (c *Config) dashboards() int { return c.Channels / c.Gadgets }
+
 // slowPerChannel is how many of each channel's subscribers slow stops.
 // The epsilon keeps 0.1 x 30 from rounding down to 2.
 func (c *Config) slowPerChannel() int {

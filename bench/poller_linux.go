@@ -110,8 +110,8 @@ func (ps *pollers) add(s *subscriber) {
 	}
 }
 
-// stop ends the pollers' goroutines and waits for them. Subscribers still
-// on a poller are not ended: the run ends them first (closeAll).
+// stop ends the pollers' goroutines and waits for them; each ends the
+// subscribers it still reads (the run has ended them first: closeAll).
 func (ps *pollers) stop() {
 	for _, p := range ps.ps {
 		_ = p.ep.Close() // wakes its goroutine with an error
@@ -125,20 +125,21 @@ func (ps *pollers) stop() {
 func (p *poller) loop() {
 	events := make([]syscall.EpollEvent, pollBatch)
 	ready := make([]*subscriber, 0, pollBatch)
+	var n int
+	var werr error
+	wait := func(fd uintptr) bool { // bound once: it escapes
+		n, werr = syscall.EpollWait(int(fd), events, 0)
+		switch {
+		case werr == syscall.EINTR:
+			n, werr = 0, nil
+			return true // look again
+		case werr != nil:
+			return true
+		}
+		return n > 0 // else wait in Go's netpoller
+	}
 	for {
-		var n int
-		var werr error
-		err := p.rc.Read(func(fd uintptr) bool {
-			n, werr = syscall.EpollWait(int(fd), events, 0)
-			switch {
-			case werr == syscall.EINTR:
-				n, werr = 0, nil
-				return true // look again
-			case werr != nil:
-				return true
-			}
-			return n > 0 // else wait in Go's netpoller
-		})
+		err := p.rc.Read(wait)
 		if err = errors.Join(err, werr); err != nil {
 			p.endAll(err)
 			return

@@ -30,33 +30,8 @@ func (r *run) ramp(ctx context.Context) error {
 	subscribed, _ := r.t.stats()
 	var loadgen time.Duration
 	start := time.Now()
-	var held, failed float64 // the bounds: see rampNext
-	refined := 0
-	best := -1 // index in r.res.Steps of the step at held
-	for ctx.Err() == nil {
-		rate, ok := rampNext(&r.cfg, held, failed, refined)
-		if !ok {
-			break
-		}
-		refine := failed > 0
-		st := Step{}
-		for attempt := 0; attempt < r.cfg.RampAttempts && ctx.Err() == nil; attempt++ {
-			st = r.rampAttempt(ctx, rate, &loadgen)
-			st.Refine = refine
-			r.res.Steps = append(r.res.Steps, st)
-			if st.Held {
-				break
-			}
-		}
-		if refine {
-			refined++
-		}
-		if st.Held {
-			held, best = rate, len(r.res.Steps)-1
-		} else {
-			failed = rate
-		}
-	}
+	steps, best := rampSteps(ctx, &r.cfg, func(rate float64) Step { return r.rampAttempt(ctx, rate, &loadgen) })
+	r.res.Steps = steps
 	r.res.Seconds = time.Since(start).Seconds()
 	r.res.Published = r.ctr.published.Load()
 	r.res.PublishErrors = r.ctr.publishErrors.Load()
@@ -71,7 +46,7 @@ func (r *run) ramp(ctx context.Context) error {
 	}
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, s.cpu-subscribed.cpu)
-		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns)
+		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns())
 		if best >= 0 {
 			r.res.Server.CPUMicrosPerMsg = r.res.Steps[best].ServerCPUMicros
 		}
@@ -119,6 +94,43 @@ func (r *run) rampAttempt(ctx context.Context, rate float64, loadgen *time.Durat
 	}
 	st.Held = st.Why == ""
 	return st
+}
+
+// rampSteps runs the ramp's steps with attempt, each up to RampAttempts
+// times, at the rates rampNext chooses, and returns every attempt and the
+// index of the held one at the highest rate (-1 if none held).
+func rampSteps(ctx context.Context, cfg *Config, attempt func(rate float64) Step) (steps []Step, best int) {
+	var held, failed float64 // the bounds: see rampNext
+	refined := 0
+	best = -1
+	for ctx.Err() == nil {
+		rate, ok := rampNext(cfg, held, failed, refined)
+		if !ok {
+			break
+		}
+		refine := failed > 0
+		st := Step{}
+		for range cfg.RampAttempts {
+			if ctx.Err() != nil {
+				break
+			}
+			st = attempt(rate)
+			st.Refine = refine
+			steps = append(steps, st)
+			if st.Held {
+				break
+			}
+		}
+		if refine {
+			refined++
+		}
+		if st.Held {
+			held, best = rate, len(steps)-1
+		} else {
+			failed = rate
+		}
+	}
+	return steps, best
 }
 
 // rampNext chooses the rate of the ramp's next step from the steps so

@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"context"
 	"math"
 	"testing"
 
@@ -101,4 +102,42 @@ func TestRampJudgeRetriedFirstStep(t *testing.T) {
 	r.judge()
 	require.Len(t, r.res.Failures, 1)
 	assert.Contains(t, r.res.Failures[0], "did not hold")
+}
+
+// TestRampSteps drives the ramp's loop with scripted attempts: a failed
+// first attempt is retried, a step fails only when every attempt does, the
+// refinements are marked, and the capacity is the highest rate held.
+func TestRampSteps(t *testing.T) {
+	cfg := Config{Rate: 100}
+	cfg.setDefaults() // factor 1.5, 2 attempts, 2 refinements
+	// Outcomes by rate, one per attempt at it.
+	script := map[float64][]bool{
+		100:    {false, true}, // held on its retry
+		150:    {true},
+		225:    {false, false}, // the first failed step
+		183.71: {true},         // sqrt(150*225): held
+		203.31: {false, false}, // sqrt(183.71*225): failed
+	}
+	var rates []float64
+	steps, best := rampSteps(context.Background(), &cfg, func(rate float64) Step {
+		rate = math.Round(rate*100) / 100
+		rates = append(rates, rate)
+		out := script[rate]
+		require.NotEmpty(t, out, "no attempt expected at %v", rate)
+		held := out[0]
+		script[rate] = out[1:]
+		return Step{TargetRate: rate, Held: held}
+	})
+	assert.Equal(t, []float64{100, 100, 150, 225, 225, 183.71, 203.31, 203.31}, rates)
+	require.Len(t, steps, 8)
+	assert.Equal(t, []bool{false, false, false, false, false, true, true, true},
+		[]bool{steps[0].Refine, steps[1].Refine, steps[2].Refine, steps[3].Refine, steps[4].Refine, steps[5].Refine, steps[6].Refine, steps[7].Refine})
+	require.Equal(t, 5, best)
+	assert.InDelta(t, 183.71, steps[best].TargetRate, 0)
+
+	// A cancelled run stops between attempts.
+	ctx, cancel := context.WithCancel(context.Background())
+	steps, best = rampSteps(ctx, &cfg, func(rate float64) Step { cancel(); return Step{TargetRate: rate} })
+	assert.Len(t, steps, 1)
+	assert.Equal(t, -1, best)
 }

@@ -37,10 +37,9 @@ type run struct {
 	closing atomic.Bool // set before the run closes its connections
 	res     Result
 
-	subs      []*subscriber // one per subscription: a group's share a connection
-	conns     int           // connections opened
+	subs      []*subscriber // one per subscription: a group's share a connection (conns)
 	channels  []string
-	subsOfCh  []int64        // live subscriptions per channel
+	subsOfCh  []atomic.Int64 // live subscriptions per channel: counted by subscribeAll, ended by their reader
 	published []atomic.Int64 // successful publishes per channel
 	subToken  string
 	pubToken  string
@@ -164,7 +163,7 @@ func (r *run) mintTokens() error {
 	for i := range r.channels {
 		r.channels[i] = fmt.Sprintf("%s/%s/g%d", r.cfg.Site, dash, i)
 	}
-	r.subsOfCh = make([]int64, r.cfg.Channels)
+	r.subsOfCh = make([]atomic.Int64, r.cfg.Channels)
 	r.published = make([]atomic.Int64, r.cfg.Channels)
 	return nil
 }
@@ -210,7 +209,6 @@ func (r *run) dialAll(ctx context.Context, n int, channelOf func(int) int) time.
 	for _, s := range slots {
 		if s != nil {
 			r.subs = append(r.subs, s.group...)
-			r.conns++
 		}
 	}
 	return took
@@ -237,6 +235,7 @@ func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
 			acked: make(chan struct{}), done: make(chan struct{}), group: group}
 		if ch >= 0 {
 			group[j].channel = ch + j
+			group[j].live = &r.subsOfCh[ch+j]
 		}
 	}
 	s := group[0]
@@ -251,7 +250,7 @@ func (r *run) dialOne(ctx context.Context, i, ch int) (*subscriber, error) {
 		}
 	}
 	r.ctr.open.Add(1)
-	s.polled = r.pollers != nil && r.loops == nil && s.stall == nil && c.rc != nil
+	s.polled = r.pollers != nil && s.stall == nil && c.rc != nil // churn has no pollers
 	switch {
 	case r.loops != nil:
 		go r.churnLoop(r.loops, s)
@@ -322,12 +321,12 @@ func (r *run) connect(ctx context.Context) error {
 	took := r.dialAll(ctx, n, func(int) int { return -1 })
 	dialed, _ := r.t.stats()
 	r.res.LoadgenCPUSeconds = (selfCPU() - cpu0).Seconds()
-	r.res.Conns = r.conns
-	if r.conns == 0 {
+	r.res.Conns = r.conns()
+	if r.conns() == 0 {
 		stop()
 		return fmt.Errorf("bench: no connection could be opened: %w", r.firstErr)
 	}
-	r.res.ConnectsPerSec = float64(r.conns) / took.Seconds()
+	r.res.ConnectsPerSec = float64(r.conns()) / took.Seconds()
 	select {
 	case <-ctx.Done():
 	case <-time.After(r.cfg.Hold):
@@ -336,7 +335,7 @@ func (r *run) connect(ctx context.Context) error {
 	r.res.Seconds = r.cfg.Hold.Seconds()
 	if s, ok := r.t.stats(); ok {
 		r.res.Server = r.serverStats(s, r.readyStats, dialed.cpu-r.readyStats.cpu)
-		r.res.Server.CPUMicrosPerConn = float64((dialed.cpu - r.readyStats.cpu).Microseconds()) / float64(r.conns)
+		r.res.Server.CPUMicrosPerConn = float64((dialed.cpu - r.readyStats.cpu).Microseconds()) / float64(r.conns())
 	}
 	r.closeAll()
 	r.res.Disconnected = int(r.ctr.readErrors.Load())
@@ -348,18 +347,17 @@ func (r *run) connect(ctx context.Context) error {
 // them), each subscribed to its dashboard's Gadgets channels, and waits
 // for every ack.
 func (r *run) subscribeAll(ctx context.Context) error {
-	k := r.cfg.Gadgets
-	dashes := r.cfg.Channels / k
+	k, dashes := r.cfg.Gadgets, r.cfg.dashboards()
 	n := dashes * r.cfg.Subs
 	stop := r.startProgress()
 	took := r.dialAll(ctx, n, func(i int) int { return i % dashes * k })
 	stop()
-	r.res.Conns = r.conns
-	if r.conns < n {
+	r.res.Conns = r.conns()
+	if r.conns() < n {
 		return fmt.Errorf("bench: opened %d of %d subscriber connections (%s): %w",
-			r.conns, n, orRelay(r.res.StoppedBy), r.firstErr)
+			r.conns(), n, orRelay(r.res.StoppedBy), r.firstErr)
 	}
-	r.res.ConnectsPerSec = float64(r.conns) / took.Seconds()
+	r.res.ConnectsPerSec = float64(r.conns()) / took.Seconds()
 	deadline := time.NewTimer(ackTimeout)
 	defer deadline.Stop()
 	for _, s := range r.subs {
@@ -379,7 +377,7 @@ func (r *run) subscribeAll(ctx context.Context) error {
 			r.res.SubscribeErrs++
 			r.noteErr(fmt.Errorf("subscriber ended before its ack: %w", s.readErr))
 		case s.stall == nil: // slow: only the fast subscribers are counted on
-			r.subsOfCh[s.channel]++
+			r.subsOfCh[s.channel].Add(1)
 		}
 	}
 	if r.res.SubscribeErrs > 0 {
@@ -419,13 +417,12 @@ func (r *run) publishPhase(ctx context.Context, rate float64, d time.Duration) p
 		url += "/batch"
 	}
 	pubs := make([]*publisher, p)
+	k, dashes := r.cfg.Gadgets, r.cfg.dashboards()
 	for i := range pubs {
 		pubs[i] = &publisher{client: client, url: url, auth: "Bearer " + r.pubToken,
 			batch: r.cfg.Batch, payload: r.cfg.PayloadBytes, published: r.published, ctr: &r.ctr}
 		// Publisher i takes every p-th dashboard, its gadgets in order;
 		// with fewer dashboards than publishers, several share one.
-		k := r.cfg.Gadgets
-		dashes := len(r.channels) / k
 		for d := i % dashes; d < dashes; d += p {
 			for c := d * k; c < (d+1)*k; c++ {
 				pubs[i].channels = append(pubs[i].channels, r.channels[c])
@@ -484,7 +481,7 @@ func (r *run) publishPhase(ctx context.Context, rate float64, d time.Duration) p
 func (r *run) expected() int64 {
 	var n int64
 	for c := range r.published {
-		n += r.published[c].Load() * r.subsOfCh[c]
+		n += r.published[c].Load() * r.subsOfCh[c].Load()
 	}
 	return n
 }
@@ -555,11 +552,15 @@ func (r *run) serverStats(now, ready procStats, cpu time.Duration) *ServerStats 
 	return &ServerStats{
 		CPUSeconds:   cpu.Seconds(),
 		RSSBytes:     now.rssBytes,
-		BytesPerConn: perConn(now.rssBytes-ready.rssBytes, r.conns),
+		BytesPerConn: perConn(now.rssBytes-ready.rssBytes, r.conns()),
 		FDs:          now.fds,
 		FDLimit:      now.fdLimit,
 	}
 }
+
+// conns is how many connections the run opened: its subscriptions come in
+// groups of Gadgets to a connection (connect's, of one without a channel).
+func (r *run) conns() int { return len(r.subs) / r.cfg.Gadgets }
 
 func perConn(bytes int64, conns int) int64 {
 	if conns == 0 {

@@ -65,16 +65,17 @@ func TestHandle(t *testing.T) {
 	now := time.Now()
 	data := string(appendPayload(nil, now.Add(-3*time.Millisecond), 64))
 	ack := protocol.AppendSubAck(nil, protocol.ID{N: 1, Set: true}, "s/d/g", "e1", 7, false)
-	s := &subscriber{channel: 0}
+	s := &subscriber{channel: 0, acked: make(chan struct{})}
 	msgs := s.handle(frames(ack, protocol.AppendMsg(nil, "s/d/g", benchEvent, data, 8),
 		protocol.AppendMsg(nil, "s/d/g", benchEvent, data, 9)), now.UnixNano())
 	assert.Equal(t, 2, msgs)
 	assert.True(t, s.ackOK)
+	assert.True(t, s.ackClosed, "whoever waits for the answer is released")
 	assert.Equal(t, uint64(7), s.ackOffset)
 	assert.Equal(t, uint64(9), s.st.last)
 	assert.Equal(t, []int64{3000, 3000}, s.micros)
 
-	s = &subscriber{channel: 0}
+	s = &subscriber{channel: 0, acked: make(chan struct{})}
 	s.handle(protocol.AppendErr(nil, protocol.ID{N: 1, Set: true}, protocol.CodeForbidden, "no"), now.UnixNano())
 	assert.True(t, s.answered)
 	assert.False(t, s.ackOK)
@@ -89,7 +90,7 @@ func TestHandleRoutes(t *testing.T) {
 	data := string(appendPayload(nil, now, 64))
 	group := make([]*subscriber, 3)
 	for j := range group {
-		group[j] = &subscriber{channel: 4 + j, group: group} // channels g4, g5, g6
+		group[j] = &subscriber{channel: 4 + j, group: group, acked: make(chan struct{})} // channels g4, g5, g6
 	}
 	s := group[0]
 	id := func(n uint64) protocol.ID { return protocol.ID{N: n, Set: true} }

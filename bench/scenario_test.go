@@ -1,7 +1,9 @@
 package bench
 
 import (
+	"io"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -16,7 +18,7 @@ func TestResubscribeAck(t *testing.T) {
 	msg := func(o uint64) []byte { return protocol.AppendMsg(nil, "s/d/g", benchEvent, "t", o) }
 	// A subscription acked at 5 that received 6 and 7.
 	start := func() *subscriber {
-		s := &subscriber{channel: 0}
+		s := &subscriber{channel: 0, acked: make(chan struct{})}
 		s.handle(frames(protocol.AppendSubAck(nil, id, "s/d/g", "e1", 5, false), msg(6), msg(7)), 0)
 		require.Equal(t, uint64(7), s.st.last)
 		s.answered, s.rs.since = false, true
@@ -108,4 +110,29 @@ func TestParseMetrics(t *testing.T) {
 	}, m)
 	_, err = parseMetrics(strings.NewReader("x nope\n"))
 	assert.Error(t, err)
+}
+
+// TestEndedSubscriptionNotExpected: a subscription the relay ends stops
+// counting toward the deliveries expected (else a ramp's later steps could
+// never drain); one the run closes, or one never acked, is left counted
+// as it was.
+func TestEndedSubscriptionNotExpected(t *testing.T) {
+	var live atomic.Int64
+	var closing atomic.Bool
+	var ctr counters
+	sub := func(acked bool) *subscriber {
+		s := &subscriber{channel: 0, ackOK: acked, live: &live, ctr: &ctr, closing: &closing,
+			acked: make(chan struct{}), done: make(chan struct{})}
+		s.group = []*subscriber{s}
+		return s
+	}
+	live.Store(2)
+	sub(true).end(closeError{4008})
+	assert.Equal(t, int64(1), live.Load())
+	sub(false).end(io.EOF)
+	assert.Equal(t, int64(1), live.Load(), "never acked, never counted")
+	closing.Store(true)
+	sub(true).end(io.EOF)
+	assert.Equal(t, int64(1), live.Load(), "closed by the run")
+	assert.Equal(t, int64(2), ctr.readErrors.Load())
 }

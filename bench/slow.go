@@ -106,7 +106,7 @@ wait:
 	if s, ok := r.t.stats(); ok {
 		cpu := ph1.serverCPU + ph2.serverCPU
 		r.res.Server = r.serverStats(s, r.readyStats, cpu)
-		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns)
+		r.res.Server.BytesPerConn = perConn(subscribed.rssBytes-r.readyStats.rssBytes, r.conns())
 		if r.res.Delivered > 0 {
 			r.res.Server.CPUMicrosPerMsg = float64(cpu.Microseconds()) / float64(r.res.Delivered)
 		}

@@ -162,6 +162,9 @@ type subscriber struct {
 	done    chan struct{} // closed when reading ended
 	closing *atomic.Bool  // set by the run before it closes connections
 	polled  bool          // read by a poller, not a goroutine of its own
+	// live counts its channel's live subscriptions (nil without one): a
+	// subscription the relay ends stops being expected to receive.
+	live *atomic.Int64
 	// group holds the subscribers of every channel the connection is
 	// subscribed to (a dashboard's gadgets, Config.Gadgets), this one or
 	// the first of them being the connection's reader, which routes each
@@ -181,7 +184,7 @@ type subscriber struct {
 	// Owned by the reader goroutine; read by others only after done (or,
 	// for ackOffset and ackErr, after acked) is closed.
 	answered  bool   // the sub was answered (ack or err), or there is none
-	ackClosed bool   // acked was closed (readLoop and pollers)
+	ackClosed bool   // acked was closed
 	ackOK     bool   // the sub was acked
 	ackOffset uint64 // the first ack's offset: the stream starts after it
 	ackErr    string
@@ -311,13 +314,7 @@ func (s *subscriber) begin() {
 
 // deliver handles one message and counts it.
 func (s *subscriber) deliver(p []byte) {
-	msgs := s.handle(p, time.Now().UnixNano())
-	for _, m := range s.group {
-		if m.answered {
-			m.closeAcked()
-		}
-	}
-	s.count(msgs)
+	s.count(s.handle(p, time.Now().UnixNano()))
 }
 
 func (s *subscriber) closeAcked() {
@@ -341,6 +338,9 @@ func (s *subscriber) end(err error) {
 		if !closing {
 			m.readErr = err
 			m.ctr.readErrors.Add(1)
+			if m.ackOK && m.stall == nil {
+				m.live.Add(-1) // subscribeAll counts exactly these
+			}
 		}
 		m.closeAcked()
 	}
@@ -387,9 +387,11 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 			}
 		case op == "ack" && !t.answered:
 			t.ack(obj)
+			t.closeAcked()
 		case op == "err" && !t.answered:
 			t.ackErr = string(stringAfter(obj, keyCode))
 			t.answered = true
+			t.closeAcked()
 		case op == "reset":
 			// The channel's actor restarted: offsets continue after
 			// the reset's, and continuity before it cannot be judged.

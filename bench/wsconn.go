@@ -25,12 +25,11 @@ import (
 
 // WebSocket opcodes (RFC 6455 section 5.2).
 const (
-	opContinuation = 0x0
-	opText         = 0x1
-	opBinary       = 0x2
-	opClose        = 0x8
-	opPing         = 0x9
-	opPong         = 0xA
+	opText   = 0x1
+	opBinary = 0x2
+	opClose  = 0x8
+	opPing   = 0x9
+	opPong   = 0xA
 )
 
 // readBufferBytes is each subscriber's bufio size: server frames of the
@@ -39,9 +38,6 @@ const readBufferBytes = 2 << 10
 
 // pongTimeout bounds writing a pong.
 const pongTimeout = 5 * time.Second
-
-// maxFrameBytes bounds a server frame the client accepts.
-const maxFrameBytes = 16 << 20
 
 const wsGUID = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"
 
@@ -76,15 +72,18 @@ type wsConn struct {
 	rc syscall.RawConn // nc's, for readOnce; nil over TLS
 	// in holds the bytes read and not yet parsed, from in[r:]; a message
 	// returned by nextMessage points into it until the next read.
-	in  []byte
-	r   int
-	buf []byte // a fragmented message's payload, reused
+	in []byte
+	r  int
 	// readErr is the error of the last blocking read, returned once the
 	// bytes read with it are parsed.
 	readErr error
-	// fragmented says a message's first fragment is in buf.
-	fragmented bool
-	out        []byte // reused outgoing frame
+	// readOnce's read of the socket, bound once, and its arguments and
+	// results.
+	readFD func(fd uintptr) bool
+	rawBuf []byte
+	rawN   int
+	rawErr error
+	out    []byte // reused outgoing frame
 }
 
 // dialer opens subscriber connections to one relay.
@@ -313,7 +312,9 @@ func (c *wsConn) readMessage() ([]byte, error) {
 		}
 		// A read may return bytes and an error together (TLS: a close
 		// frame, then close_notify): the bytes are parsed first.
-		c.readErr = c.read(c.nc.Read)
+		n, err := c.nc.Read(c.room())
+		c.in = c.in[:len(c.in)+n]
+		c.readErr = err
 	}
 }
 
@@ -321,33 +322,34 @@ func (c *wsConn) readMessage() ([]byte, error) {
 // when it holds nothing (a spurious readiness). io.EOF when the server
 // has closed it. A poller calls it when epoll says the socket is readable.
 func (c *wsConn) readOnce() (n int, err error) {
-	err = c.read(func(p []byte) (int, error) {
-		var got int
-		var rerr error
-		if err := c.rc.Read(func(fd uintptr) bool {
-			got, rerr = syscall.Read(int(fd), p)
+	if c.readFD == nil {
+		// Bound once: a closure handed to RawConn.Read escapes, and this
+		// runs for every readiness of every socket.
+		c.readFD = func(fd uintptr) bool {
+			c.rawN, c.rawErr = syscall.Read(int(fd), c.rawBuf)
 			return true // never wait in Go's poller: epoll is ours
-		}); err != nil {
-			return 0, err
 		}
-		switch {
-		case rerr == syscall.EAGAIN || rerr == syscall.EINTR:
-			return 0, nil
-		case rerr != nil:
-			return 0, rerr
-		case got == 0:
-			return 0, io.EOF
-		}
-		n = got
-		return got, nil
-	})
-	return n, err
+	}
+	c.rawBuf = c.room()
+	err = c.rc.Read(c.readFD)
+	c.rawBuf = nil
+	switch {
+	case err != nil:
+		return 0, err
+	case c.rawErr == syscall.EAGAIN || c.rawErr == syscall.EINTR:
+		return 0, nil
+	case c.rawErr != nil:
+		return 0, c.rawErr
+	case c.rawN == 0:
+		return 0, io.EOF
+	}
+	c.in = c.in[:len(c.in)+c.rawN]
+	return c.rawN, nil
 }
 
-// read makes room in in and appends what one call of readFn reads. Room
-// means: the parsed bytes dropped, and the buffer doubled when a frame
-// fills it.
-func (c *wsConn) read(readFn func([]byte) (int, error)) error {
+// room makes room in in and returns it: the parsed bytes dropped, and the
+// buffer doubled when a frame fills it.
+func (c *wsConn) room() []byte {
 	if c.r > 0 {
 		c.in = c.in[:copy(c.in, c.in[c.r:])]
 		c.r = 0
@@ -357,9 +359,7 @@ func (c *wsConn) read(readFn func([]byte) (int, error)) error {
 		copy(grown, c.in)
 		c.in = grown
 	}
-	n, err := readFn(c.in[len(c.in):cap(c.in)])
-	c.in = c.in[:len(c.in)+n]
-	return err
+	return c.in[len(c.in):cap(c.in)]
 }
 
 // nextMessage returns the next complete text message in what was read so
@@ -389,25 +389,11 @@ func (c *wsConn) nextMessage() (p []byte, ok bool, err error) {
 			}
 			return nil, false, closeError{code}
 		case opText, opBinary:
-			if c.fragmented {
-				return nil, false, errors.New("bench: a new message inside a fragmented one")
+			if !fin {
+				// Neither the relay nor the baseline (gws) fragments.
+				return nil, false, errors.New("bench: a fragmented message from the server")
 			}
-			if fin {
-				return payload, true, nil
-			}
-			c.buf, c.fragmented = append(c.buf[:0], payload...), true
-		case opContinuation:
-			if !c.fragmented {
-				return nil, false, errors.New("bench: a continuation frame outside a message")
-			}
-			if len(c.buf)+len(payload) > maxFrameBytes {
-				return nil, false, fmt.Errorf("bench: server message over %d bytes", maxFrameBytes)
-			}
-			c.buf = append(c.buf, payload...)
-			if fin {
-				c.fragmented = false
-				return c.buf, true, nil
-			}
+			return payload, true, nil
 		}
 	}
 }
@@ -420,12 +406,12 @@ func parseServerFrame(b []byte) (fin bool, op byte, payload []byte, n int, err e
 		return false, 0, nil, 0, err
 	}
 	switch op {
-	case opText, opBinary, opContinuation, opClose, opPing, opPong:
+	case opText, opBinary, opClose, opPing, opPong:
 	default:
-		return false, 0, nil, 0, fmt.Errorf("bench: unknown opcode %d", op)
+		return false, 0, nil, 0, fmt.Errorf("bench: unexpected opcode %d", op)
 	}
-	if size > maxFrameBytes {
-		return false, 0, nil, 0, fmt.Errorf("bench: server frame of %d bytes", size)
+	if size > wsframe.MaxServerFrame {
+		return false, 0, nil, 0, fmt.Errorf("%w: %d bytes", wsframe.ErrTooLarge, size)
 	}
 	end := head + int(size)
 	if len(b) < end {

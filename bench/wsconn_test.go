@@ -116,12 +116,11 @@ func TestWsConnReads(t *testing.T) {
 	big := bytes.Repeat([]byte("x"), 3*readBufferBytes+5) // grows the buffer
 	var stream []byte
 	stream = append(stream, serverFrame(true, opText, []byte("one"))...)
-	stream = append(stream, serverFrame(false, opText, []byte("fr"))...)
-	stream = append(stream, serverFrame(true, opPing, []byte("p"))...) // between fragments
-	stream = append(stream, serverFrame(true, opContinuation, []byte("ag"))...)
+	stream = append(stream, serverFrame(true, opPing, []byte("p"))...) // between messages
+	stream = append(stream, serverFrame(true, opText, []byte("two"))...)
 	stream = append(stream, serverFrame(true, opText, big)...)
 	stream = append(stream, serverFrame(true, opClose, []byte{0x0f, 0xa8})...) // 4008
-	want := []string{"one", "frag", string(big)}
+	want := []string{"one", "two", string(big)}
 
 	for _, polled := range []bool{false, true} {
 		t.Run(map[bool]string{false: "blocking", true: "polled"}[polled], func(t *testing.T) {
@@ -199,6 +198,7 @@ func TestParseServerFrame(t *testing.T) {
 		assert.Contains(t, err.Error(), msg)
 	}
 	bad([]byte{0x81, 0x81, 0, 0, 0, 0, 'x'}, "masked")
+	bad([]byte{0x80, 0}, "opcode") // a continuation: the server never fragments
 	bad([]byte{0x83, 0}, "opcode")
 	bad([]byte{0x81, 127, 0xff, 0, 0, 0, 0, 0, 0, 0}, "bytes")
 }
@@ -230,4 +230,43 @@ func TestReadMessageBeforeError(t *testing.T) {
 	assert.Equal(t, uint16(4008), ce.code)
 	_, err = c.readMessage()
 	assert.Error(t, err)
+}
+
+// TestReadOnceNoAlloc: a poller's read of a socket and the parse of what
+// it read allocate nothing, once the connection's buffer and read are set
+// up: it runs for every readiness of every subscriber.
+func TestReadOnceNoAlloc(t *testing.T) {
+	server, client := sockettest.Pair(t)
+	rc, err := client.SyscallConn()
+	require.NoError(t, err)
+	c := &wsConn{nc: client, rc: rc}
+	frame := serverFrame(true, opText, []byte(`{"op":"msg","ch":"s/d/g","event":"e","data":"x","offset":1}`))
+	readOne := func() { // testify's checks would box their arguments
+		if _, err := server.Write(frame); err != nil {
+			t.Fatal(err)
+		}
+		for {
+			if _, err := c.readOnce(); err != nil {
+				t.Fatal(err)
+			}
+			p, ok, err := c.nextMessage()
+			if err != nil || ok && len(p) == 0 {
+				t.Fatal(err, len(p))
+			}
+			if ok {
+				return
+			}
+		}
+	}
+	readOne() // sets up the buffer and the bound read
+	assert.Zero(t, testing.AllocsPerRun(200, readOne))
+}
+
+// TestFragmentRefused: neither the relay nor the baseline fragments, so a
+// message's first fragment is an error, not a message.
+func TestFragmentRefused(t *testing.T) {
+	c := &wsConn{in: serverFrame(false, opText, []byte("fr"))}
+	_, ok, err := c.nextMessage()
+	assert.False(t, ok)
+	assert.ErrorContains(t, err, "fragmented")
 }
