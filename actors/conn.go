@@ -30,8 +30,9 @@ const (
 // concurrently with them.
 type Socket interface {
 	// TryWrite writes the concatenation of parts as one text frame without
-	// blocking. taken=false means another write holds the socket and
-	// nothing was taken: write parts with Write. done=false means the
+	// blocking. taken=false means nothing was taken (another write holds
+	// the socket, or it has no way to write without blocking, as over
+	// TLS): write parts with Write. done=false means the
 	// socket could not take all of it at once: it keeps the rest (parts
 	// may be reused), and the next Write sends it first.
 	TryWrite(parts [][]byte) (taken, done bool, err error)

@@ -121,6 +121,27 @@ func New(cfg Config) (*Server, error) {
 
 // Serve accepts connections on ln until Shutdown.
 func (s *Server) Serve(ln net.Listener) error {
+	s.tune(ln)
+	return s.serve(ln)
+}
+
+// ServeTLS serves HTTPS and WSS on the TCP listener ln until Shutdown. ln
+// is tuned as Serve tunes it before TLS wraps it: a TLS listener hides
+// its socket.
+func (s *Server) ServeTLS(ln net.Listener, conf *tls.Config) error {
+	s.tune(ln)
+	return s.serve(tls.NewListener(ln, conf))
+}
+
+// tune sets the listener's socket options (tuneListener), or, when it
+// cannot, has every upgrade set SO_SNDBUF itself.
+func (s *Server) tune(ln net.Listener) {
+	if !tuneListener(ln, s.cfg.SocketSendBufferBytes) {
+		s.sendBufferPerConn.Store(true)
+	}
+}
+
+func (s *Server) serve(ln net.Listener) error {
 	s.mu.Lock()
 	if s.listenersClosed {
 		s.mu.Unlock()
@@ -128,9 +149,6 @@ func (s *Server) Serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	if !tuneListener(ln, s.cfg.SocketSendBufferBytes) {
-		s.sendBufferPerConn.Store(true)
-	}
 	err := s.http.Serve(detachListener{ln})
 	if s.draining.Load() {
 		return nil
@@ -162,22 +180,45 @@ func (l detachListener) Accept() (net.Conn, error) {
 type detacher interface {
 	// detach returns the connection, which the caller now owns and closes.
 	detach() net.Conn
+	// reserve sets what to undo if fasthttp closes the connection without
+	// its hijack handler ever running (it skips it when resetting the
+	// deadlines fails), so that an upgrade counted for Shutdown and
+	// MaxConnections is not counted forever. Called by the request's
+	// handler, on the connection's serving goroutine.
+	reserve(release func())
 }
 
 // detachment is the state both detachable connection types share: two
 // types, because fasthttp recognises TLS by the methods of *tls.Conn.
-type detachment struct{ detached atomic.Bool }
+type detachment struct {
+	detached atomic.Bool
+	release  func() // see reserve; touched only by the serving goroutine
+}
+
+func (d *detachment) reserve(release func()) { d.release = release }
 
 // take marks c detached and returns it.
 func (d *detachment) take(c net.Conn) net.Conn { d.detached.Store(true); return c }
 
-// close closes c unless it was detached.
+// close closes c unless it was detached, undoing a reservation that no
+// upgrade took.
 func (d *detachment) close(c net.Conn) error {
 	if d.detached.Load() {
 		return nil
 	}
+	if r := d.release; r != nil {
+		d.release = nil
+		r()
+	}
 	return c.Close()
 }
+
+// fasthttp serves a connection as TLS (IsTLS, no plain-HTTP error on an
+// unfinished handshake) when it has these methods of *tls.Conn.
+var _ interface {
+	Handshake() error
+	ConnectionState() tls.ConnectionState
+} = (*detachableTLSConn)(nil)
 
 type detachableConn struct {
 	net.Conn

@@ -116,10 +116,13 @@ func (s *socket) TryWrite(parts [][]byte) (taken, done bool, err error) {
 	if s.pending != nil {
 		panic("BUG: edge: TryWrite before the rest of the last frame was written")
 	}
-	s.setFrameLocked(parts)
 	if s.raw == nil {
-		return true, false, nil
+		// No descriptor to write without blocking (TLS): Write, on the
+		// caller's writer goroutine, writes it. Taking the frame here
+		// would count every TLS write as one that blocked.
+		return false, false, nil
 	}
+	s.setFrameLocked(parts)
 	if err := s.writevLocked(false); err != nil {
 		return true, false, err
 	}
@@ -205,6 +208,7 @@ func (s *socket) setFrameLocked(parts [][]byte) {
 			s.pending = append(s.pending, p)
 		}
 	}
+	*s.held = s.pending // what release clears, and a grown array to reuse
 }
 
 // flushPendingLocked writes what is pending, blocking.
@@ -306,10 +310,9 @@ func (s *socket) releasePendingLocked() {
 	if s.held == nil {
 		return
 	}
-	full := (*s.held)[:cap(*s.held)]
-	clear(full)
-	if cap(full) <= maxPooledIovecs {
-		*s.held = full[:0]
+	clear(*s.held) // the frames it pointed at, not the pool's whole array
+	if cap(*s.held) <= maxPooledIovecs {
+		*s.held = (*s.held)[:0]
 		iovecPool.Put(s.held)
 	}
 	s.pending, s.held = nil, nil

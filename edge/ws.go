@@ -80,6 +80,9 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 	var key [24]byte
 	copy(key[:], h.Peek("Sec-WebSocket-Key"))
 	remote := ctx.RemoteAddr().String()
+	if d, ok := ctx.Conn().(detacher); ok {
+		d.reserve(func() { s.open.Add(-1); s.readLoops.Done() })
+	}
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(func(nc net.Conn) { s.upgrade(nc, key, claims, remote) })
 }

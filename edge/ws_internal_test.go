@@ -1,6 +1,9 @@
 package edge
 
 import (
+	"context"
+	"crypto/tls"
+	"log/slog"
 	"net"
 	"os"
 	"strconv"
@@ -11,6 +14,7 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/sockettest"
 )
 
@@ -81,4 +85,62 @@ func TestSiteLimiter(t *testing.T) {
 	n := len(l.sites)
 	l.allow("later", 1, t0.Add(10500*time.Millisecond))
 	assert.Equal(t, n+1, len(l.sites), "no second sweep within the second")
+}
+
+// TestDetachment: a detached connection outlives fasthttp's Close; one that
+// fasthttp closes without an upgrade having taken it gives back what the
+// upgrade had reserved, once.
+func TestDetachment(t *testing.T) {
+	server, client := sockettest.Pair(t)
+	released := 0
+	d := &detachableConn{Conn: server}
+	d.reserve(func() { released++ })
+	require.NoError(t, d.Close())
+	_ = d.Close() // already closed: an error, and no second release
+	assert.Equal(t, 1, released, "abandoned before an upgrade: released once")
+
+	server, client = sockettest.Pair(t)
+	d = &detachableConn{Conn: server}
+	d.reserve(func() { released++ })
+	nc := d.detach()
+	require.NoError(t, d.Close(), "fasthttp's Close after the hijack handler")
+	assert.Equal(t, 1, released, "an upgrade took it")
+	_, err := nc.Write([]byte("x"))
+	require.NoError(t, err, "still open for the WebSocket")
+	buf := make([]byte, 1)
+	_, err = client.Read(buf)
+	require.NoError(t, err)
+}
+
+// TestServeTLSTunesTheTCPListener: ServeTLS sets the listener's options on
+// its TCP socket before TLS hides it, so TLS connections need no
+// setsockopt of their own either.
+func TestServeTLSTunesTheTCPListener(t *testing.T) {
+	key, err := auth.GenerateKey("k")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	s, err := New(Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)})
+	require.NoError(t, err)
+	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- s.ServeTLS(ln, &tls.Config{MinVersion: tls.VersionTLS12}) }()
+
+	option := func(level, opt int) int {
+		rc, err := ln.SyscallConn()
+		require.NoError(t, err)
+		var v int
+		require.NoError(t, rc.Control(func(fd uintptr) { v, _ = syscall.GetsockoptInt(int(fd), level, opt) }))
+		return v
+	}
+	require.Eventually(t, func() bool { return option(syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT) > 0 },
+		10*time.Second, time.Millisecond, "TCP_DEFER_ACCEPT on the TLS listener's socket")
+	assert.Equal(t, 2*s.cfg.SocketSendBufferBytes, option(syscall.SOL_SOCKET, syscall.SO_SNDBUF))
+	assert.False(t, s.sendBufferPerConn.Load(), "no setsockopt per connection")
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, s.Shutdown(ctx, 0))
+	require.NoError(t, <-served)
 }

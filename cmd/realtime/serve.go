@@ -108,12 +108,13 @@ func serve(args []string) error {
 		return err
 	}
 	scheme := "http"
+	var tlsConf *tls.Config
 	if *tlsCert != "" || *tlsKey != "" {
 		cert, err := tls.LoadX509KeyPair(*tlsCert, *tlsKey)
 		if err != nil {
 			return fmt.Errorf("TLS: %w", err)
 		}
-		ln = tls.NewListener(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+		tlsConf = &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
 		scheme = "https"
 	}
 	adminLn, err := net.Listen("tcp", *adminListen)
@@ -123,7 +124,13 @@ func serve(args []string) error {
 	admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: 10 * time.Second}
 
 	errc := make(chan error, 2)
-	go func() { errc <- srv.Serve(ln) }()
+	go func() {
+		if tlsConf != nil {
+			errc <- srv.ServeTLS(ln, tlsConf)
+		} else {
+			errc <- srv.Serve(ln)
+		}
+	}()
 	go func() { errc <- admin.Serve(adminLn) }()
 	log.Info("relay listening", "listen", ln.Addr().String(), "admin_listen", adminLn.Addr().String(), "tls", scheme == "https")
 	if *dev {
