@@ -11,9 +11,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/edge"
-	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/testutil"
-	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // After the ack of an unsub, no message of that channel follows, even with
@@ -211,12 +209,7 @@ func TestBatchIsOneFramePerConnection(t *testing.T) {
 		conn *testutil.RawConn
 		want int
 	}{{all, gadgets}, {half, gadgets / 2}} {
-		require.NoError(t, c.conn.SetReadDeadline(time.Now().Add(testutil.Wait)))
-		opcode, payload, err := wsframe.ReadServerFrame(c.conn)
-		require.NoError(t, err)
-		require.Equal(t, byte(0x1), opcode)
-		msgs, err := protocol.SplitServerFrames(payload)
-		require.NoError(t, err)
+		msgs := c.conn.ReadFrame(t)
 		require.Len(t, msgs, c.want, "one frame carries every message of the batch for this connection")
 		seen := map[string]bool{}
 		for _, m := range msgs {

@@ -160,10 +160,15 @@ func (s *socket) WritePing() error {
 // reading must not keep a goroutine (and the write lock) forever. The
 // deadline also cuts short a write stuck on the same client.
 func (s *socket) Close(code uint16, timeout time.Duration) {
-	by := time.Now().Add(timeout)
+	s.cutWritesAt(time.Now().Add(timeout))
+	_ = s.gws.WriteClose(code, nil) // through writeLocked; gws then closes nc
+}
+
+// cutWritesAt makes every write end by at the latest: the one under way
+// and, through setDeadline, the ones after it.
+func (s *socket) cutWritesAt(by time.Time) {
 	s.closeBy.Store(by.UnixNano())
 	_ = s.nc.SetWriteDeadline(by)
-	_ = s.gws.WriteClose(code, nil) // through writeLocked; gws then closes nc
 }
 
 // setDeadline gives a blocking write writeTimeout, or what is left of

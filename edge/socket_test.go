@@ -158,3 +158,48 @@ func TestSocketFailedWriteIsFinal(t *testing.T) {
 	_, err = writeLocked{server, s}.Write([]byte{0x8a, 0})
 	assert.ErrorIs(t, err, errSocketClosed)
 }
+
+// TestCloseCutsAStuckWrite: a blocking write to a client that does not read
+// ends at Close's deadline, not at the (much longer) write timeout, so a
+// close never waits behind it.
+func TestCloseCutsAStuckWrite(t *testing.T) {
+	server, client := sockettest.Pair(t)
+	require.NoError(t, server.SetWriteBuffer(64<<10))
+	require.NoError(t, client.SetReadBuffer(64<<10))
+	s := newSocket(server, time.Minute)
+	big := bytes.Repeat([]byte("x"), 4<<20)
+	taken, done, err := s.TryWrite([][]byte{big})
+	require.NoError(t, err)
+	require.True(t, taken)
+	require.False(t, done)
+
+	wrote := make(chan error, 1)
+	go func() { wrote <- s.Write(nil) }() // blocks: the client never reads
+	s.cutWritesAt(time.Now().Add(50 * time.Millisecond))
+	select {
+	case err := <-wrote:
+		assert.Error(t, err, "cut at Close's deadline")
+	case <-time.After(10 * time.Second):
+		t.Fatal("a stuck write outlived Close's deadline")
+	}
+}
+
+// TestSocketWritevFailureIsFinal: a write that fails in writev itself (the
+// peer reset the connection), not because the socket was closed here,
+// also ends writing: nothing can follow a frame cut in the middle.
+func TestSocketWritevFailureIsFinal(t *testing.T) {
+	server, client := sockettest.Pair(t)
+	require.NoError(t, client.SetLinger(0))
+	require.NoError(t, client.Close()) // RST
+	s := newSocket(server, 5*time.Second)
+	var err error
+	for range 100 { // the reset arrives with the next segments at the latest
+		if _, _, err = s.TryWrite([][]byte{bytes.Repeat([]byte("x"), 1<<10)}); err != nil {
+			break
+		}
+	}
+	require.Error(t, err)
+	assert.NotErrorIs(t, err, errSocketClosed, "writev's own error")
+	assert.ErrorIs(t, s.Write([][]byte{[]byte("y")}), errSocketClosed)
+	assert.ErrorIs(t, s.WritePing(), errSocketClosed)
+}

@@ -86,18 +86,28 @@ func (c *RawConn) WriteFrame(opcode byte, payload []byte) {
 // them. It fails the test after Wait.
 func (c *RawConn) ReadMessages(t testing.TB, n int) []protocol.ServerFrame {
 	t.Helper()
-	require.NoError(t, c.SetReadDeadline(time.Now().Add(Wait)))
-	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	var msgs []protocol.ServerFrame
 	for len(msgs) < n {
+		msgs = append(msgs, c.ReadFrame(t)...)
+	}
+	return msgs
+}
+
+// ReadFrame reads the next text frame, skipping pings and other control
+// frames, and returns the protocol messages it carries. It fails the test
+// after Wait.
+func (c *RawConn) ReadFrame(t testing.TB) []protocol.ServerFrame {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(Wait)))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	for {
 		opcode, payload, err := wsframe.ReadServerFrame(c.Conn)
-		require.NoError(t, err, "after %d of %d messages", len(msgs), n)
+		require.NoError(t, err)
 		if opcode != 0x1 {
 			continue
 		}
 		frames, err := protocol.SplitServerFrames(payload)
 		require.NoError(t, err)
-		msgs = append(msgs, frames...)
+		return frames
 	}
-	return msgs
 }
