@@ -8,7 +8,6 @@ import (
 
 	"github.com/asynkron/protoactor-go/actor"
 
-	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/internal/protocol"
 )
 
@@ -173,29 +172,30 @@ func (c *channel) subscribe(ctx actor.Context, m *subscribe) {
 		return // the connection has stopped; its unsubscribe follows
 	}
 	h := c.history
-	recovered := false
+	recoverable := false
 	var replay [][]byte
-	if m.HasSince {
-		if m.SinceEpoch == h.Epoch() {
-			frames, ok, err := h.Since(c.cfg.Now(), m.SinceOffset)
-			if err != nil {
-				c.log.Error("history lookup failed", "err", err)
-			}
-			recovered, replay = ok && err == nil && c.cfg.replayFits(frames), frames
+	if m.HasSince && m.SinceEpoch == h.Epoch() {
+		frames, ok, err := h.Since(c.cfg.Now(), m.SinceOffset)
+		if err != nil {
+			c.log.Error("history lookup failed", "err", err)
 		}
+		recoverable, replay = ok && err == nil, frames
+	}
+	// The ack, the replay and then live messages, all from this mailbox:
+	// in order, with no gap and no duplicate.
+	ack := func(recovered bool) []byte {
+		return protocol.AppendSubAck(nil, m.ID, st.name, h.Epoch(), h.Latest(), recovered)
+	}
+	recovered, kick := out.pushSubscribed(ack, recoverable, replay)
+	if kick {
+		st.dirty = append(st.dirty, out)
+	}
+	if m.HasSince {
 		if recovered {
 			c.cfg.Metrics.ReplaysRecovered.Inc()
 		} else {
 			c.cfg.Metrics.ReplaysNotRecovered.Inc()
-			replay = nil
 		}
-	}
-	frame := protocol.AppendSubAck(nil, m.ID, st.name, h.Epoch(), h.Latest(), recovered)
-	// The ack, the replay and then live messages, all from this mailbox:
-	// in order, with no gap and no duplicate.
-	c.queue(out, frame, 0, false)
-	for _, f := range replay {
-		c.queue(out, f, 0, true)
 	}
 	c.scheduleFlush(ctx)
 	st.index[m.Conn.Id] = len(st.subs)
@@ -356,23 +356,3 @@ func (c *channel) checkIdle(ctx actor.Context) {
 func (c *Config) idleCheck() time.Duration {
 	return min(max(c.History.Retention/4, 10*time.Millisecond), 15*time.Second)
 }
-
-// replayFits reports whether a replay, and the ack before it, fit an empty
-// outbound queue: a longer one is answered recovered=false (refetch)
-// rather than cutting the subscriber off with 4008. maxAckBytes covers the
-// ack, whose size the channel name and epoch bound.
-func (c *Config) replayFits(frames [][]byte) bool {
-	if len(frames)+1 > c.SendQueueMessages {
-		return false
-	}
-	n := maxAckBytes
-	for _, f := range frames {
-		n += len(f) + 1
-	}
-	return n <= c.SendQueueBytes
-}
-
-// maxAckBytes bounds a sub ack: op, id, a channel name of at most
-// auth.MaxChannelLen bytes (JSON-escaped, at most six bytes each), epoch,
-// offset and recovered.
-const maxAckBytes = 6*auth.MaxChannelLen + 128

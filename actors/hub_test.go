@@ -2,10 +2,12 @@ package actors
 
 import (
 	"context"
+	"fmt"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/asynkron/protoactor-go/actor"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -34,10 +36,13 @@ func TestPublishAnswersPromptly(t *testing.T) {
 	assert.Less(t, time.Since(start), 10*time.Second, "something waited for the publish timeout")
 }
 
-// A replay is recovered only if it fits the outbound queue together with
-// the ack before it; otherwise the client is told to refetch rather than
-// cut off with 4008.
-func TestReplayFitsWithItsAck(t *testing.T) {
+// TestReplayFitsBesideTheQueue: a replay is recovered only if it fits the
+// outbound queue together with its ack and what the queue holds already
+// (other channels' messages); otherwise the client gets recovered:false
+// (refetch) and stays connected, rather than being cut off with 4008.
+func TestReplayFitsBesideTheQueue(t *testing.T) {
+	h := newTestHub(t, func(cfg *Config) { cfg.SendQueueMessages, cfg.SendQueueBytes = 4, 1000 })
+	defer func() { _ = h.Stop(t.Context()) }()
 	frame := make([]byte, 99) // 100 bytes queued with its newline
 	frames := func(n int) [][]byte {
 		fs := make([][]byte, n)
@@ -46,12 +51,63 @@ func TestReplayFitsWithItsAck(t *testing.T) {
 		}
 		return fs
 	}
-	c := Config{SendQueueMessages: 3, SendQueueBytes: 1 << 20}
-	assert.True(t, c.replayFits(frames(2)))
-	assert.False(t, c.replayFits(frames(3)), "three messages and the ack")
-	c = Config{SendQueueMessages: 100, SendQueueBytes: maxAckBytes + 200}
-	assert.True(t, c.replayFits(frames(2)))
-	assert.False(t, c.replayFits(frames(3)))
+	ack := func(recovered bool) []byte { return fmt.Appendf(nil, "ack %v", recovered) }
+	queued := func(o *outbox) (frames int, last string) {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		if len(o.parts) > 0 {
+			last = string(o.parts[len(o.parts)-1])
+		}
+		return o.frames, last
+	}
+	first := func(o *outbox) string {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return string(o.parts[0])
+	}
+
+	o := newOutbox(h.cfg, &recordingSocket{}, nil)
+	recovered, kick := o.pushSubscribed(ack, true, frames(3))
+	assert.True(t, recovered, "three messages and the ack fit four frames")
+	assert.True(t, kick)
+	n, _ := queued(o)
+	assert.Equal(t, 4, n)
+	assert.Equal(t, "ack true", first(o))
+
+	o = newOutbox(h.cfg, &recordingSocket{}, nil)
+	recovered, _ = o.pushSubscribed(ack, true, frames(4))
+	assert.False(t, recovered, "four messages and the ack do not")
+	n, last := queued(o)
+	assert.Equal(t, 1, n, "the ack alone")
+	assert.Equal(t, "ack false", last)
+
+	o = newOutbox(h.cfg, &recordingSocket{}, nil)
+	o.push(frame, 0, true)
+	o.push(frame, 0, true)
+	recovered, _ = o.pushSubscribed(ack, true, frames(2))
+	assert.False(t, recovered, "fits an empty queue, not this one")
+	n, last = queued(o)
+	assert.Equal(t, 3, n, "the queued messages and the ack")
+	assert.Equal(t, "ack false", last)
+	assert.False(t, o.closed, "told to refetch, not cut off")
+
+	o = newOutbox(h.cfg, &recordingSocket{}, nil)
+	recovered, _ = o.pushSubscribed(ack, true, frames(9)[:0])
+	assert.True(t, recovered, "nothing to replay: up to date")
+	recovered, _ = o.pushSubscribed(ack, false, nil)
+	assert.False(t, recovered, "epoch changed or history gone")
+	n, last = queued(o)
+	assert.Equal(t, 2, n)
+	assert.Equal(t, "ack false", last)
+
+	// A connection actor that is gone: the 4008 it is told goes to dead letters.
+	o = newOutbox(h.cfg, &recordingSocket{}, actor.NewPID("nonhost", "gone"))
+	for range 4 {
+		o.push(frame, 0, true)
+	}
+	recovered, kick = o.pushSubscribed(ack, true, nil)
+	assert.False(t, recovered || kick)
+	assert.True(t, o.closed, "not even the ack fits: a slow consumer")
 }
 
 // TestBatchHoldsOutboxesBriefly: a batch request writes what its fast

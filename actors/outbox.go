@@ -103,12 +103,65 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 	if o.closed {
 		return false
 	}
-	if o.frames+1 > o.cfg.SendQueueMessages || o.bytes+len(frame)+1 > o.cfg.SendQueueBytes {
-		o.closeLocked()
-		o.cfg.Metrics.SlowConsumers.Inc()
-		o.cfg.root.Send(o.conn, &closeConn{Code: CloseSlowConsumer, Reason: telemetry.CloseSlow})
+	if !o.hasRoomLocked(1, len(frame)+1) {
+		o.overflowLocked()
 		return false
 	}
+	o.appendLocked(frame, receivedAt, isMsg)
+	return o.kickLocked()
+}
+
+// pushSubscribed queues a subscription's ack and, when the history could
+// recover the client, the replay after it: both, or, when the replay would
+// take the queue past its bounds beside what it holds already, the ack
+// alone built as recovered=false. Such a client is told to refetch rather
+// than cut off with 4008. The choice is made under the queue's lock, so
+// frames that other channels queue meanwhile cannot tip it over the bound.
+// kick is as for push; recovered is what the queued ack says.
+func (o *outbox) pushSubscribed(ack func(recovered bool) []byte, recoverable bool, replay [][]byte) (recovered, kick bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false, false
+	}
+	if recoverable {
+		a := ack(true)
+		n := len(a) + 1
+		for _, f := range replay {
+			n += len(f) + 1
+		}
+		if o.hasRoomLocked(len(replay)+1, n) {
+			o.appendLocked(a, 0, false)
+			for _, f := range replay {
+				o.appendLocked(f, 0, true)
+			}
+			return true, o.kickLocked()
+		}
+	}
+	a := ack(false)
+	if !o.hasRoomLocked(1, len(a)+1) {
+		o.overflowLocked()
+		return false, false
+	}
+	o.appendLocked(a, 0, false)
+	return false, o.kickLocked()
+}
+
+// hasRoomLocked reports whether frames more frames of n bytes in all
+// (newlines included) fit the queue's bounds.
+func (o *outbox) hasRoomLocked(frames, n int) bool {
+	return o.frames+frames <= o.cfg.SendQueueMessages && o.bytes+n <= o.cfg.SendQueueBytes
+}
+
+// overflowLocked closes the outbox of a client too slow for its bounds
+// and tells its connection, which closes with 4008.
+func (o *outbox) overflowLocked() {
+	o.closeLocked()
+	o.cfg.Metrics.SlowConsumers.Inc()
+	o.cfg.root.Send(o.conn, &closeConn{Code: CloseSlowConsumer, Reason: telemetry.CloseSlow})
+}
+
+func (o *outbox) appendLocked(frame []byte, receivedAt int64, isMsg bool) {
 	if o.frames > 0 {
 		o.parts = append(o.parts, newline)
 	}
@@ -121,7 +174,6 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 			o.oldest = receivedAt
 		}
 	}
-	return o.kickLocked()
 }
 
 // requestPing asks for a ping frame; kick is as for push.
