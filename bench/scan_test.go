@@ -1,6 +1,7 @@
 package bench
 
 import (
+	"fmt"
 	"strconv"
 	"testing"
 	"time"
@@ -47,6 +48,43 @@ func TestPayload(t *testing.T) {
 		require.True(t, ok)
 		assert.Equal(t, uint64(58), o)
 	}
+}
+
+// TestCutMsg: the one-pass reading of a msg in the relay's layout agrees
+// with the general one, and leaves anything else to it.
+func TestCutMsg(t *testing.T) {
+	at := time.Unix(1700000000, 123456789)
+	data := string(appendPayload(nil, at, 64))
+	next := protocol.AppendAck(nil, protocol.ID{N: 3, Set: true})
+
+	m, rest, ok := cutMsg(frames(protocol.AppendMsg(nil, "s/d/g7", benchEvent, data, 58), next))
+	require.True(t, ok)
+	assert.Equal(t, msgFields{ch: []byte("s/d/g7"), offset: 58, sent: at.UnixNano(), timed: true}, m)
+	assert.Equal(t, next, rest, "what follows the newline")
+
+	m, rest, ok = cutMsg(protocol.AppendMsg(nil, "s/d/g7", "e", "not the bench's", 1))
+	require.True(t, ok)
+	assert.False(t, m.timed)
+	assert.Empty(t, rest)
+
+	others := map[string][]byte{
+		"escaped quote":  protocol.AppendMsg(nil, `s/d/"g`, benchEvent, data, 5),
+		"other order":    fmt.Appendf(nil, `{"op":"msg","ch":"s/d/g","data":%q,"event":"e","offset":5}`, data),
+		"no offset":      fmt.Appendf(nil, `{"op":"msg","ch":"s/d/g","event":"e","data":%q}`, data),
+		"trailing bytes": append(protocol.AppendMsg(nil, "s/d/g", benchEvent, data, 5), ' '),
+		"not a msg":      next,
+	}
+	for name, obj := range others {
+		_, _, ok := cutMsg(obj)
+		assert.False(t, ok, name)
+	}
+
+	// handle reads those by the general path.
+	s := &subscriber{channel: 0, answered: true}
+	assert.Equal(t, 2, s.handle(frames(others["escaped quote"], others["other order"]), at.UnixNano()))
+	assert.Equal(t, uint64(5), s.st.last)
+	assert.Equal(t, int64(1), s.st.dups, "the same offset twice, read both ways")
+	assert.Equal(t, []int64{0, 0}, s.micros)
 }
 
 // frames joins server frames as the relay coalesces them.

@@ -367,6 +367,12 @@ func (s *subscriber) count(msgs int) {
 func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 	s.micros = s.micros[:0]
 	for len(p) > 0 {
+		if m, rest, ok := cutMsg(p); ok {
+			p = rest
+			msgs++
+			s.msg(s.memberOf(m.ch), m.offset, true, m.sent, m.timed, now)
+			continue
+		}
 		var obj []byte
 		obj, p = nextObject(p)
 		op := string(stringAfter(obj, keyOp)) // no allocation: only compared
@@ -374,17 +380,9 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 		switch {
 		case op == "msg":
 			msgs++
-			if o, ok := uintAfter(obj, keyOffset); ok {
-				t.st.add(o)
-				if o <= t.rs.replayTo {
-					t.rs.replayed++
-				}
-			}
-			if ts, ok := sentAt(obj); ok {
-				s.micros = append(s.micros, (now-ts)/1e3)
-			} else {
-				t.st.unmatched++
-			}
+			o, hasOffset := uintAfter(obj, keyOffset)
+			ts, hasTime := sentAt(obj)
+			s.msg(t, o, hasOffset, ts, hasTime, now)
 		case op == "ack" && !t.answered:
 			t.ack(obj)
 			t.closeAcked()
@@ -403,6 +401,22 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 	return msgs
 }
 
+// msg records a message for t, the subscription it came for: its offset,
+// and its latency (sent is its send time, unix ns) in s.micros.
+func (s *subscriber) msg(t *subscriber, offset uint64, hasOffset bool, sent int64, hasSent bool, now int64) {
+	if hasOffset {
+		t.st.add(offset)
+		if offset <= t.rs.replayTo {
+			t.rs.replayed++
+		}
+	}
+	if hasSent {
+		s.micros = append(s.micros, (now-sent)/1e3)
+	} else {
+		t.st.unmatched++
+	}
+}
+
 // member returns the subscriber of the group that obj is for: by its
 // channel (msg, ack, reset: the bench's names end in "/g<index>"), else by
 // its id (err: the sub's place in the group, from 1), else s.
@@ -411,15 +425,25 @@ func (s *subscriber) member(obj []byte) *subscriber {
 		return s
 	}
 	if ch := stringAfter(obj, keyCh); len(ch) > 0 {
-		if i := bytes.LastIndex(ch, []byte("/g")); i >= 0 {
-			if c, ok := parseUint(ch[i+2:]); ok {
-				if j := int(c) - s.group[0].channel; j >= 0 && j < len(s.group) {
-					return s.group[j]
-				}
+		return s.memberOf(ch)
+	}
+	if id, ok := uintAfter(obj, keyID); ok && id >= 1 && id <= uint64(len(s.group)) {
+		return s.group[id-1]
+	}
+	return s
+}
+
+// memberOf returns the subscriber of the group for channel ch, else s.
+func (s *subscriber) memberOf(ch []byte) *subscriber {
+	if len(s.group) <= 1 {
+		return s
+	}
+	if i := bytes.LastIndex(ch, []byte("/g")); i >= 0 {
+		if c, ok := parseUint(ch[i+2:]); ok {
+			if j := int(c) - s.group[0].channel; j >= 0 && j < len(s.group) {
+				return s.group[j]
 			}
 		}
-	} else if id, ok := uintAfter(obj, keyID); ok && id >= 1 && id <= uint64(len(s.group)) {
-		return s.group[id-1]
 	}
 	return s
 }
