@@ -35,9 +35,14 @@ func (o *object) index(key []byte) int {
 	return -1
 }
 
-// get returns the raw value of key, nil when it is absent or null.
+// get returns the raw value of key, nil when it is absent or null. key
+// must be one of o.known: the decoder kept no other.
 func (o *object) get(key string) json.RawMessage {
-	return o.vals[o.index([]byte(key))]
+	i := o.index([]byte(key))
+	if i < 0 {
+		panic("BUG: auth: get of a key the object does not know: " + key)
+	}
+	return o.vals[i]
 }
 
 // str returns the value of key when it is a JSON string; ok is false when

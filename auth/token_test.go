@@ -358,3 +358,12 @@ func TestDenyReason(t *testing.T) {
 	assert.Empty(t, DenyReason(nil))
 	assert.Equal(t, "malformed", DenyReason(errors.New("other")))
 }
+
+// Asking a decoded object for a key it was not told to keep is a bug in
+// this package, said as such rather than as an index out of range.
+func TestObjectGetUnknownKeyIsABug(t *testing.T) {
+	o, err := decodeObject([]byte(`{"alg":"HS512","other":1}`), []string{"alg"})
+	require.NoError(t, err)
+	assert.Equal(t, `"HS512"`, string(o.get("alg")))
+	assert.PanicsWithValue(t, "BUG: auth: get of a key the object does not know: other", func() { o.get("other") })
+}
