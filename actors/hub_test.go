@@ -92,7 +92,7 @@ func TestReplayFitsBesideTheQueue(t *testing.T) {
 	assert.False(t, o.closed, "told to refetch, not cut off")
 
 	o = newOutbox(h.cfg, &recordingSocket{}, nil)
-	recovered, _ = o.pushSubscribed(ack, true, frames(9)[:0])
+	recovered, _ = o.pushSubscribed(ack, true, [][]byte{})
 	assert.True(t, recovered, "nothing to replay: up to date")
 	recovered, _ = o.pushSubscribed(ack, false, nil)
 	assert.False(t, recovered, "epoch changed or history gone")
