@@ -91,7 +91,7 @@ func TestSiteLimiter(t *testing.T) {
 // fasthttp closes without an upgrade having taken it gives back what the
 // upgrade had reserved, once.
 func TestDetachment(t *testing.T) {
-	server, client := sockettest.Pair(t)
+	server, _ := sockettest.Pair(t)
 	released := 0
 	d := &detachableConn{Conn: server}
 	d.reserve(func() { released++ })
@@ -99,7 +99,7 @@ func TestDetachment(t *testing.T) {
 	_ = d.Close() // already closed: an error, and no second release
 	assert.Equal(t, 1, released, "abandoned before an upgrade: released once")
 
-	server, client = sockettest.Pair(t)
+	server, client := sockettest.Pair(t)
 	d = &detachableConn{Conn: server}
 	d.reserve(func() { released++ })
 	nc := d.detach()
