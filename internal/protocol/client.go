@@ -65,12 +65,12 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 		return f, fmt.Errorf("%w: frame must be a JSON object", ErrBadFrame)
 	}
 	var v [len(clientFields)][]byte
-	dup := fields(obj, v[:], clientFields[:]...)
+	dup, repeated := fields(obj, v[:], clientFields[:]...)
 	rawOp, rawID, rawCh, rawSince, rawToken := v[0], v[1], v[2], v[3], v[4]
 
 	// The id comes first so that every later error can be echoed with it;
 	// a repeated id is ambiguous and not echoed.
-	if rawID != nil && dup != "id" {
+	if rawID != nil && repeated&(1<<1) == 0 { // clientFields[1] is "id"
 		n, ok := decodeUint(rawID)
 		if !ok {
 			return f, fmt.Errorf("%w: id must be an unsigned integer", ErrBadFrame)
@@ -139,7 +139,7 @@ func decodeSince(raw []byte) (*Since, error) {
 		return nil, fmt.Errorf("%w: since must be an object", ErrBadFrame)
 	}
 	var v [2][]byte
-	if dup := fields(raw, v[:], "epoch", "offset"); dup != "" {
+	if dup, _ := fields(raw, v[:], "epoch", "offset"); dup != "" {
 		return nil, fmt.Errorf("%w: duplicate key %q in since", ErrBadFrame, dup)
 	}
 	epoch, err := requiredString(v[0], "since.epoch")

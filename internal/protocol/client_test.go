@@ -151,3 +151,16 @@ func TestDecodeClientErrorDetail(t *testing.T) {
 	f(`[]`, "protocol: bad frame: frame must be a JSON object")
 	f(`{`, "protocol: invalid JSON")
 }
+
+// A repeated id is ambiguous and not echoed, whichever known key repeats
+// first.
+func TestRepeatedIDNotEchoed(t *testing.T) {
+	for _, in := range []string{
+		`{"op":"sub","id":1,"id":2,"ch":"a"}`,
+		`{"op":"sub","op":"unsub","id":1,"id":2,"ch":"a"}`,
+	} {
+		f, err := DecodeClient([]byte(in))
+		require.Error(t, err, in)
+		assert.False(t, f.ID.Set, in)
+	}
+}

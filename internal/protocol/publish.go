@@ -38,7 +38,7 @@ func DecodeBatchItem(b []byte) (Publish, error) {
 		return p, fmt.Errorf("%w: message must be a JSON object", ErrBadJSON)
 	}
 	var v [len(publishFields)][]byte
-	if dup := fields(obj, v[:], publishFields[:]...); dup != "" {
+	if dup, _ := fields(obj, v[:], publishFields[:]...); dup != "" {
 		return p, fmt.Errorf("%w: duplicate key %q", ErrBadJSON, dup)
 	}
 	dsts := [...]*string{&p.Channel, &p.Event, &p.Data, &p.IdempotencyKey}
@@ -70,7 +70,7 @@ func DecodeBatch(b []byte, maxMessages int) ([]json.RawMessage, error) {
 		return nil, fmt.Errorf("%w: batch must be a JSON object", ErrBadJSON)
 	}
 	var v [1][]byte
-	if dup := fields(obj, v[:], "messages"); dup != "" {
+	if dup, _ := fields(obj, v[:], "messages"); dup != "" {
 		return nil, fmt.Errorf("%w: duplicate key %q", ErrBadJSON, dup)
 	}
 	arr := v[0]

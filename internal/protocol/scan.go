@@ -81,7 +81,7 @@ func skipValue(b []byte, i int) int {
 // object obj whose key is exactly names[k]; absent and null members are left
 // nil. Other members are skipped. dup is the first known key that occurs
 // more than once ("" if none); vals then holds its first value.
-func fields(obj []byte, vals [][]byte, names ...string) (dup string) {
+func fields(obj []byte, vals [][]byte, names ...string) (dup string, repeated uint64) {
 	// Bit k of seen: names[k] was met. Callers pass a handful of names.
 	var seen uint64
 	i := skipWS(obj, 1) // past '{'
@@ -110,6 +110,7 @@ func fields(obj []byte, vals [][]byte, names ...string) (dup string) {
 				if dup == "" {
 					dup = name
 				}
+				repeated |= 1 << k
 				break
 			}
 			seen |= 1 << k
@@ -123,7 +124,7 @@ func fields(obj []byte, vals [][]byte, names ...string) (dup string) {
 			i = skipWS(obj, i+1)
 		}
 	}
-	return dup
+	return dup, repeated
 }
 
 // elements calls fn with each element of the valid JSON array arr, in
