@@ -757,3 +757,36 @@ func TestKeyRotation(t *testing.T) {
 	r.Dial(t, mint(newKey, auth.RoleSubscribe)).Subscribe(1, ch)
 	assert.InDelta(t, 2, r.Metric(t, `realtime_auth_denied_total{reason="unknown_key"}`), 0)
 }
+
+// TestPublishRateLimitSmallBurst: a rate below one publish per two seconds
+// still lets a site publish (the burst is at least one), and a batch larger
+// than the burst goes through when the site's bucket is full, leaving the
+// site in debt until it has paid the batch back at the rate.
+func TestPublishRateLimitSmallBurst(t *testing.T) {
+	clock := testutil.NewClock()
+	r := testutil.StartRelay(t, func(cfg *edge.Config) {
+		cfg.Now = clock.Now
+		cfg.PublishRatePerSite = 0.4 // one publish per 2.5 s
+	})
+	pub, ch := r.PublishToken(t), testutil.Channel("slow")
+	publish := func() int {
+		status, _ := r.Post(t, "/v1/publish", pub, `{"channel":"`+ch+`","event":"Tick","data":"x"}`)
+		return status
+	}
+	require.Equal(t, http.StatusOK, publish(), "an idle site's first publish")
+	assert.Equal(t, http.StatusTooManyRequests, publish())
+	clock.Advance(2500 * time.Millisecond)
+	require.Equal(t, http.StatusOK, publish(), "one more after 1/rate")
+
+	item := `{"channel":"` + ch + `","event":"Tick","data":"x"}`
+	batch := `{"messages":[` + strings.TrimSuffix(strings.Repeat(item+",", 3), ",") + `]}`
+	status, body := r.Post(t, "/v1/publish/batch", pub, batch)
+	assert.Equal(t, http.StatusTooManyRequests, status, "the bucket is not full: %s", body)
+	clock.Advance(time.Minute) // full again
+	status, body = r.Post(t, "/v1/publish/batch", pub, batch)
+	require.Equal(t, http.StatusOK, status, "a batch of 3 against a burst of 1, bucket full: %s", body)
+	clock.Advance(7 * time.Second) // the debt of 2 and one token take 7.5 s
+	assert.Equal(t, http.StatusTooManyRequests, publish(), "still paying the batch back")
+	clock.Advance(time.Second)
+	assert.Equal(t, http.StatusOK, publish())
+}

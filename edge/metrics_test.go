@@ -1,11 +1,14 @@
 package edge_test
 
 import (
+	"net/http"
 	"strings"
 	"testing"
 
 	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
 
+	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -71,4 +74,19 @@ func hasLinePrefix(text, prefix string) bool {
 		}
 	}
 	return false
+}
+
+// TestPublishTooLargeCounted: every 413 of the publish endpoints is counted
+// as too_large: a batch of more messages than MaxBatch, and a body that the
+// server refuses before the handler runs.
+func TestPublishTooLargeCounted(t *testing.T) {
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.MaxDataBytes, cfg.MaxBatch = 1024, 2 })
+	pub := r.PublishToken(t)
+	item := `{"channel":"` + testutil.Channel("g") + `","event":"E","data":"x"}`
+	status, body := r.Post(t, "/v1/publish/batch", pub, `{"messages":[`+item+","+item+","+item+`]}`)
+	require.Equal(t, http.StatusRequestEntityTooLarge, status, body)
+	status, body = r.Post(t, "/v1/publish", pub, `{"channel":"`+testutil.Channel("g")+`","event":"E","data":"`+strings.Repeat("x", 64<<10)+`"}`)
+	require.Equal(t, http.StatusRequestEntityTooLarge, status, body)
+	assert.InDelta(t, 2, r.Metric(t, `realtime_publishes_total{result="too_large"}`), 0)
+	assert.InDelta(t, 0, r.Metric(t, `realtime_publishes_total{result="bad_request"}`), 0)
 }

@@ -100,11 +100,11 @@ type batchItem struct {
 func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, start time.Time) {
 	raw, err := protocol.DecodeBatch(ctx.PostBody(), s.cfg.MaxBatch)
 	if err != nil {
-		status, code := fasthttp.StatusBadRequest, codeBadRequest
+		status, code, result := fasthttp.StatusBadRequest, codeBadRequest, telemetry.PublishBadRequest
 		if errors.Is(err, protocol.ErrBatchTooLarge) {
-			status, code = fasthttp.StatusRequestEntityTooLarge, codeTooLarge
+			status, code, result = fasthttp.StatusRequestEntityTooLarge, codeTooLarge, telemetry.PublishTooLarge
 		}
-		s.metrics.Published(telemetry.PublishBadRequest)
+		s.metrics.Published(result)
 		writeError(ctx, status, code, err.Error())
 		return
 	}

@@ -25,11 +25,17 @@ type bucket struct {
 // them, and must not cost a full scan per publish.
 const maxIdleBuckets = 10000
 
+// newSiteLimiter allows rate publishes per second per site, in bursts of
+// twice that. The burst is at least one publish: a rate below 0.5 would
+// otherwise never let a publish through.
 func newSiteLimiter(rate float64) *siteLimiter {
-	return &siteLimiter{rate: rate, burst: 2 * rate, sites: make(map[string]*bucket)}
+	return &siteLimiter{rate: rate, burst: max(2*rate, 1), sites: make(map[string]*bucket)}
 }
 
-// allow takes n tokens from site's bucket, all or nothing.
+// allow takes n tokens from site's bucket, all or nothing. A batch larger
+// than the burst could never be taken whole, so it goes through when the
+// bucket is full and leaves the site in debt, which it pays back at rate
+// before its next publish: the long-run rate stays bounded either way.
 func (l *siteLimiter) allow(site string, n int, now time.Time) bool {
 	l.mu.Lock()
 	defer l.mu.Unlock()
@@ -42,7 +48,7 @@ func (l *siteLimiter) allow(site string, n int, now time.Time) bool {
 		l.sites[site] = b
 	}
 	b.tokens, b.at = l.refilled(b, now), now
-	if b.tokens < float64(n) {
+	if b.tokens < float64(n) && b.tokens < l.burst {
 		return false
 	}
 	b.tokens -= float64(n)

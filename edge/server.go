@@ -362,6 +362,11 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
+		if p := string(ctx.Path()); p == "/v1/publish" || p == "/v1/publish/batch" {
+			// Refused before the handler: counted here, as the handler
+			// counts its own 413s.
+			s.metrics.Published(telemetry.PublishTooLarge)
+		}
 		writeError(ctx, fasthttp.StatusRequestEntityTooLarge, codeTooLarge, "request body too large")
 	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, codeTooLarge, "request headers too large")

@@ -96,8 +96,11 @@ func serve(args []string) error {
 			ExpiringLead:     *expiringLead,
 		},
 	}
-	if *origins != "" {
-		cfg.AllowedOrigins = strings.Split(*origins, ",")
+	for o := range strings.SplitSeq(*origins, ",") {
+		// "a, b" as in --keys: an origin never has spaces around it.
+		if o = strings.TrimSpace(o); o != "" {
+			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
+		}
 	}
 	srv, err := edge.New(cfg)
 	if err != nil {
@@ -154,6 +157,11 @@ func serve(args []string) error {
 	log.Info("relay stopped", "took", time.Since(start).String(), "err", errString(err))
 	start = time.Now()
 	aerr := admin.Shutdown(ctx)
+	if errors.Is(aerr, context.DeadlineExceeded) {
+		// A request still running on the admin listener (a CPU profile
+		// takes its seconds) is cut rather than failing a clean stop.
+		aerr = admin.Close()
+	}
 	log.Info("admin stopped", "took", time.Since(start).String(), "err", errString(aerr))
 	return errors.Join(err, aerr)
 }

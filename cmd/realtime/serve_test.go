@@ -235,3 +235,23 @@ func TestHelpExitsZero(t *testing.T) {
 	require.ErrorAs(t, err, &exit)
 	assert.Equal(t, 1, exit.ExitCode())
 }
+
+// TestAllowedOriginsTrimmed: "a, b" allows both origins, as --keys trims
+// its items, and still refuses any other.
+func TestAllowedOriginsTrimmed(t *testing.T) {
+	bin := buildRelay(t)
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	relay := startServe(t, bin, key, "--allowed-origins", "https://a.example, https://b.example ,")
+	url := "ws://" + relay.addr + "/v1/ws?token=" + (&testutil.Relay{Key: key}).SubscribeToken(t)
+	for _, origin := range []string{"https://a.example", "https://b.example"} {
+		c, _, err := testutil.DialURL(t, url, http.Header{"Origin": {origin}}, nil)
+		if assert.NoError(t, err, origin) {
+			c.Close()
+		}
+	}
+	_, resp, err := testutil.DialURL(t, url, http.Header{"Origin": {"https://c.example"}}, nil)
+	require.Error(t, err)
+	require.NotNil(t, resp)
+	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+}

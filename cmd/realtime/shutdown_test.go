@@ -244,3 +244,35 @@ func TestShutdownUnderLoad(t *testing.T) {
 		t.Fatalf("the restarted relay did not exit: %s", next.stderr)
 	}
 }
+
+// TestShutdownWithAdminRequestInFlight: a request still running on the
+// admin listener (a CPU profile takes its seconds) when SIGTERM comes is
+// cut at --shutdown-timeout, and the stop is still clean: exit 0.
+func TestShutdownWithAdminRequestInFlight(t *testing.T) {
+	const shutdownTimeout = time.Second
+	bin := buildRelay(t)
+	key, err := auth.GenerateKey("k1")
+	require.NoError(t, err)
+	relay := startServe(t, bin, key, "--shutdown-timeout", shutdownTimeout.String(), "--drain-delay", "0s")
+	profile, err := net.Dial("tcp", relay.admin)
+	require.NoError(t, err)
+	defer profile.Close()
+	_, err = io.WriteString(profile, "GET /debug/pprof/profile?seconds=30 HTTP/1.1\r\nHost: admin\r\n\r\n")
+	require.NoError(t, err)
+	// The admin server accepts connections in order and tracks each before
+	// serving it: once a later one is answered, the profile's connection
+	// counts for Shutdown, which waits for it.
+	resp, err := (&http.Client{Timeout: testutil.Wait}).Get("http://" + relay.admin + "/healthz")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+
+	start := time.Now()
+	require.NoError(t, relay.cmd.Process.Signal(syscall.SIGTERM))
+	select {
+	case <-relay.exited:
+	case <-time.After(testutil.Wait):
+		t.Fatalf("no exit after SIGTERM: %s", relay.stderr)
+	}
+	assert.NoError(t, relay.waitErr, "exit status; stderr: %s", relay.stderr)
+	assert.Less(t, time.Since(start), shutdownTimeout+testutil.Wait/2)
+}
