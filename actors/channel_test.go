@@ -30,6 +30,15 @@ func (s *recordingSocket) Write(parts [][]byte) error {
 func (s *recordingSocket) WritePing() error            { return nil }
 func (s *recordingSocket) Close(uint16, time.Duration) {}
 
+// stuckSocket is a client that stopped reading: every write waits until
+// release is closed.
+type stuckSocket struct{ release chan struct{} }
+
+func (s *stuckSocket) TryWrite([][]byte) (taken, done bool, err error) { return false, false, nil }
+func (s *stuckSocket) Write([][]byte) error                            { <-s.release; return nil }
+func (s *stuckSocket) WritePing() error                                { <-s.release; return nil }
+func (s *stuckSocket) Close(uint16, time.Duration)                     {}
+
 // TestFlushSweeps: a fan-out larger than a slice is written one slice per
 // flushNow. A message queued between two slices (a publish the mailbox
 // served meanwhile) joins the first write of every outbox not yet written,

@@ -37,9 +37,9 @@ func TestPublishAnswersPromptly(t *testing.T) {
 }
 
 // TestReplayFitsBesideTheQueue: a replay is recovered only if it fits the
-// outbound queue together with its ack and what the queue holds already
-// (other channels' messages); otherwise the client gets recovered:false
-// (refetch) and stays connected, rather than being cut off with 4008.
+// outbound queue together with its ack and what the client has not taken
+// yet; otherwise the client gets recovered:false (refetch) and stays
+// connected, rather than being cut off with 4008.
 func TestReplayFitsBesideTheQueue(t *testing.T) {
 	h := newTestHub(t, func(cfg *Config) { cfg.SendQueueMessages, cfg.SendQueueBytes = 4, 1000 })
 	defer func() { _ = h.Stop(t.Context()) }()
@@ -52,62 +52,97 @@ func TestReplayFitsBesideTheQueue(t *testing.T) {
 		return fs
 	}
 	ack := func(recovered bool) []byte { return fmt.Appendf(nil, "ack %v", recovered) }
-	queued := func(o *outbox) (frames int, last string) {
+	queued := func(o *outbox) (frames int, first, last string, closed bool) {
 		o.mu.Lock()
 		defer o.mu.Unlock()
 		if len(o.parts) > 0 {
-			last = string(o.parts[len(o.parts)-1])
+			first, last = string(o.parts[0]), string(o.parts[len(o.parts)-1])
 		}
-		return o.frames, last
+		return o.frames, first, last, o.closed
 	}
-	first := func(o *outbox) string {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		return string(o.parts[0])
+	// behind returns an outbox whose client has one write in flight, stuck,
+	// and n frames queued after it. The 4008 it may be told goes to dead
+	// letters.
+	stuck := &stuckSocket{release: make(chan struct{})}
+	defer close(stuck.release)
+	behind := func(n int) *outbox {
+		o := newOutbox(h.cfg, stuck, actor.NewPID("nonhost", "gone"))
+		o.push(frame, 0, true)
+		o.flush()
+		for range n {
+			o.push(frame, 0, true)
+		}
+		return o
 	}
 
 	o := newOutbox(h.cfg, &recordingSocket{}, nil)
 	recovered, kick := o.pushSubscribed(ack, true, frames(3))
 	assert.True(t, recovered, "three messages and the ack fit four frames")
 	assert.True(t, kick)
-	n, _ := queued(o)
+	n, first, _, _ := queued(o)
 	assert.Equal(t, 4, n)
-	assert.Equal(t, "ack true", first(o))
+	assert.Equal(t, "ack true", first)
 
 	o = newOutbox(h.cfg, &recordingSocket{}, nil)
 	recovered, _ = o.pushSubscribed(ack, true, frames(4))
 	assert.False(t, recovered, "four messages and the ack do not")
-	n, last := queued(o)
+	n, _, last, _ := queued(o)
 	assert.Equal(t, 1, n, "the ack alone")
 	assert.Equal(t, "ack false", last)
 
-	o = newOutbox(h.cfg, &recordingSocket{}, nil)
-	o.push(frame, 0, true)
-	o.push(frame, 0, true)
+	o = behind(2)
 	recovered, _ = o.pushSubscribed(ack, true, frames(2))
-	assert.False(t, recovered, "fits an empty queue, not this one")
-	n, last = queued(o)
+	assert.False(t, recovered, "fits an empty queue, not this client's")
+	n, _, last, closed := queued(o)
 	assert.Equal(t, 3, n, "the queued messages and the ack")
 	assert.Equal(t, "ack false", last)
-	assert.False(t, o.closed, "told to refetch, not cut off")
+	assert.False(t, closed, "told to refetch, not cut off")
 
 	o = newOutbox(h.cfg, &recordingSocket{}, nil)
 	recovered, _ = o.pushSubscribed(ack, true, [][]byte{})
 	assert.True(t, recovered, "nothing to replay: up to date")
 	recovered, _ = o.pushSubscribed(ack, false, nil)
 	assert.False(t, recovered, "epoch changed or history gone")
-	n, last = queued(o)
+	n, _, last, _ = queued(o)
 	assert.Equal(t, 2, n)
 	assert.Equal(t, "ack false", last)
 
-	// A connection actor that is gone: the 4008 it is told goes to dead letters.
-	o = newOutbox(h.cfg, &recordingSocket{}, actor.NewPID("nonhost", "gone"))
-	for range 4 {
-		o.push(frame, 0, true)
-	}
+	o = behind(4)
 	recovered, kick = o.pushSubscribed(ack, true, nil)
 	assert.False(t, recovered || kick)
-	assert.True(t, o.closed, "not even the ack fits: a slow consumer")
+	_, _, _, closed = queued(o)
+	assert.True(t, closed, "not even the ack fits: a slow consumer")
+}
+
+// TestServerBacklogIsNotTheClients: frames the server has queued but not
+// yet offered to the socket (a channel in mid-burst, a batch request
+// waiting for its last channel) do not count against the client. When they
+// would pass the bound they are written first; a client behind its socket
+// still meets it.
+func TestServerBacklogIsNotTheClients(t *testing.T) {
+	h := newTestHub(t, func(cfg *Config) { cfg.SendQueueMessages, cfg.SendQueueBytes = 4, 1<<20 })
+	defer func() { _ = h.Stop(t.Context()) }()
+	sock := &recordingSocket{}
+	o := newOutbox(h.cfg, sock, actor.NewPID("nonhost", "gone"))
+	for i := range 10 {
+		o.push([]byte{byte('0' + i)}, 0, true)
+	}
+	o.flush() // the pusher that kicked it, at the end of its burst
+	assert.False(t, o.closed, "a client whose socket takes every write")
+	assert.Equal(t, []string{"0\n1\n2\n3", "4\n5\n6\n7", "8\n9"}, sock.writes)
+
+	stuck := &stuckSocket{release: make(chan struct{})}
+	defer close(stuck.release)
+	o = newOutbox(h.cfg, stuck, actor.NewPID("nonhost", "gone"))
+	o.push([]byte("in flight"), 0, true)
+	o.flush()
+	for i := range 4 {
+		require.False(t, o.push([]byte{byte('0' + i)}, 0, true), "queued behind the write: no kick")
+	}
+	o.push([]byte("one too many"), 0, true)
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	assert.True(t, o.closed, "a client behind its socket is still cut off")
 }
 
 // TestBatchHoldsOutboxesBriefly: a batch request writes what its fast

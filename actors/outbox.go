@@ -52,8 +52,9 @@ const (
 // Whatever queues while a write is in progress goes out in the next one:
 // that is the coalescing, one write per batch, not per message. The bound
 // therefore measures how far the client is behind its socket, not how busy
-// the server's own goroutines are (but for a batch request's hold of at
-// most Config.BatchHold).
+// the server's own goroutines are: frames queued but not yet offered to the
+// socket (the outbox is kicked) are written first when they would pass it
+// (see makeRoomLocked).
 type outbox struct {
 	// Static after newOutbox. The bounds and metrics come from cfg, which
 	// every outbox shares: each byte here is paid per connection.
@@ -100,11 +101,7 @@ func newOutbox(cfg *Config, sock Socket, conn *actor.PID) *outbox {
 func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
-		return false
-	}
-	if !o.hasRoomLocked(1, len(frame)+1) {
-		o.overflowLocked()
+	if !o.admitLocked(1, len(frame)+1) {
 		return false
 	}
 	o.appendLocked(frame, receivedAt, isMsg)
@@ -121,16 +118,13 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 func (o *outbox) pushSubscribed(ack func(recovered bool) []byte, recoverable bool, replay [][]byte) (recovered, kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.closed {
-		return false, false
-	}
 	if recoverable {
 		a := ack(true)
 		n := len(a) + 1
 		for _, f := range replay {
 			n += len(f) + 1
 		}
-		if o.hasRoomLocked(len(replay)+1, n) {
+		if o.makeRoomLocked(len(replay)+1, n) {
 			o.appendLocked(a, 0, false)
 			for _, f := range replay {
 				o.appendLocked(f, 0, true)
@@ -139,16 +133,47 @@ func (o *outbox) pushSubscribed(ack func(recovered bool) []byte, recoverable boo
 		}
 	}
 	a := ack(false)
-	if !o.hasRoomLocked(1, len(a)+1) {
-		o.overflowLocked()
+	if !o.admitLocked(1, len(a)+1) {
 		return false, false
 	}
 	o.appendLocked(a, 0, false)
 	return false, o.kickLocked()
 }
 
-// hasRoomLocked reports whether frames more frames of n bytes in all
-// (newlines included) fit the queue's bounds.
+// admitLocked reports whether the outbox is open with room for frames more
+// frames of n bytes in all (newlines included), making room as
+// makeRoomLocked does, and closes it as too slow (see overflowLocked) when
+// it is open without.
+func (o *outbox) admitLocked(frames, n int) bool {
+	if o.makeRoomLocked(frames, n) {
+		return true
+	}
+	if !o.closed {
+		o.overflowLocked()
+	}
+	return false
+}
+
+// makeRoomLocked reports whether the outbox is open with room for frames
+// more frames of n bytes in all. Frames queued while the outbox is kicked
+// have not been offered to the socket yet: they wait for the server (a
+// channel finishing its burst of publishes, a batch request waiting for its
+// last channel), not for the client. So when they are in the way they are
+// written first, and only a client behind its socket meets the bound. mu
+// is released while they are written.
+func (o *outbox) makeRoomLocked(frames, n int) bool {
+	for !o.closed && o.state == kicked && !o.hasRoomLocked(frames, n) {
+		// Taking over the flush is safe: whoever kicked the outbox still
+		// flushes it later, and then finds it written (see flush).
+		o.mu.Unlock()
+		o.flush()
+		o.mu.Lock()
+	}
+	return !o.closed && o.hasRoomLocked(frames, n)
+}
+
+// hasRoomLocked reports whether frames more frames of n bytes in all fit
+// the queue's bounds.
 func (o *outbox) hasRoomLocked(frames, n int) bool {
 	return o.frames+frames <= o.cfg.SendQueueMessages && o.bytes+n <= o.cfg.SendQueueBytes
 }

@@ -219,3 +219,44 @@ func TestBatchIsOneFramePerConnection(t *testing.T) {
 		assert.Len(t, seen, c.want, "one message per channel")
 	}
 }
+
+// TestBatchLargerThanTheQueue: a batch whose messages for one viewer add
+// up to more than the outbound queue's bound reaches a viewer who keeps
+// up: what the server holds back (here the batch, until its last channel
+// answers) is not the client's backlog, and is written first rather than
+// cut off with 4008.
+func TestBatchLargerThanTheQueue(t *testing.T) {
+	const queue = 32 << 10
+	r := testutil.StartRelay(t, func(cfg *edge.Config) {
+		cfg.Actors.SendQueueBytes = queue
+		cfg.Actors.BatchHold = testutil.Wait // held until the last answer
+	})
+	const gadgets = 10
+	channel := func(g int) string { return testutil.Channel("big-g" + strconv.Itoa(g)) }
+	viewer := r.DialRawConn(t, r.SubscribeToken(t), 0)
+	for g := range gadgets {
+		viewer.Send(`{"op":"sub","id":` + strconv.Itoa(g+1) + `,"ch":"` + channel(g) + `"}`)
+	}
+	viewer.ReadMessages(t, gadgets) // the acks
+
+	data := strings.Repeat("d", queue/4) // the batch is 2.5 times the queue
+	var body strings.Builder
+	body.WriteString(`{"messages":[`)
+	for g := range gadgets {
+		if g > 0 {
+			body.WriteByte(',')
+		}
+		body.WriteString(`{"channel":"` + channel(g) + `","event":"update","data":"` + data + `"}`)
+	}
+	body.WriteString(`]}`)
+	code, resp := r.Post(t, "/v1/publish/batch", r.PublishToken(t), body.String())
+	require.Equal(t, 200, code, resp)
+
+	msgs := viewer.ReadMessages(t, gadgets)
+	require.Len(t, msgs, gadgets)
+	for _, m := range msgs {
+		require.Equal(t, "msg", m.Op)
+		assert.Equal(t, data, m.Data)
+	}
+	assert.InDelta(t, 0, r.Metric(t, "realtime_slow_consumer_disconnects_total"), 0)
+}
