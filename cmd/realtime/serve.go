@@ -102,6 +102,11 @@ func serve(args []string) error {
 			cfg.AllowedOrigins = append(cfg.AllowedOrigins, o)
 		}
 	}
+	if *origins != "" && len(cfg.AllowedOrigins) == 0 {
+		// Only empty means every origin; a list of none (an unset template
+		// variable between commas) must not open the relay to all of them.
+		return fmt.Errorf("--allowed-origins %q names no origin (leave it empty to allow every origin)", *origins)
+	}
 	srv, err := edge.New(cfg)
 	if err != nil {
 		return err

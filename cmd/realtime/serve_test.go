@@ -254,4 +254,11 @@ func TestAllowedOriginsTrimmed(t *testing.T) {
 	require.Error(t, err)
 	require.NotNil(t, resp)
 	assert.Equal(t, http.StatusForbidden, resp.StatusCode)
+
+	// A list that names no origin is refused at start: it must not fail
+	// open to every origin.
+	for _, none := range []string{",", " ", " , "} {
+		err := serve([]string{"--keys", key.String(), "--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0", "--allowed-origins", none})
+		assert.ErrorContains(t, err, "names no origin", "%q", none)
+	}
 }
