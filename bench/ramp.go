@@ -19,9 +19,10 @@ const heldShare = 0.95
 // arrived before the drain timeout, no subscription was closed, no
 // publish failed and p99 stayed within MaxP99; it fails when all of its
 // RampAttempts runs did not hold, refinement steps too. Every attempt is
-// in the result's steps. Loss, like a closed subscription or a failed
-// publish, fails the step it happened in (beyond capacity it is the
-// expected outcome), not the run.
+// in the result's steps. Loss, like a failed publish, fails the step it
+// happened in (beyond capacity it is the expected outcome), not the run.
+// A closed subscription fails its step and ends the ramp: any later step
+// would hold, if at all, with fewer subscribers than the shape.
 func (r *run) ramp(ctx context.Context) error {
 	r.setShape()
 	if err := r.subscribeAll(ctx); err != nil {
@@ -83,6 +84,12 @@ func (r *run) rampAttempt(ctx context.Context, rate float64, loadgen *time.Durat
 		st.Why = fmt.Sprintf("delivery fell behind (%d of %d delivered)", ph.delivered, ph.expected)
 	case r.ctr.readErrors.Load() > readErrs:
 		st.Why = fmt.Sprintf("%d subscriptions closed", r.ctr.readErrors.Load()-readErrs)
+		// Later steps would run on fewer subscribers than the shape.
+		st.Final = true
+	case readErrs > 0:
+		// Closed between two attempts: this one already ran short.
+		st.Why = fmt.Sprintf("%d subscriptions closed before this step: the shape is no longer whole", readErrs)
+		st.Final = true
 	case r.ctr.publishErrors.Load() > pubErrs:
 		st.Why = fmt.Sprintf("%d publishes failed", r.ctr.publishErrors.Load()-pubErrs)
 	case st.PublishedPerSec < heldShare*rate:
@@ -117,9 +124,12 @@ func rampSteps(ctx context.Context, cfg *Config, attempt func(rate float64) Step
 			st = attempt(rate)
 			st.Refine = refine
 			steps = append(steps, st)
-			if st.Held {
+			if st.Held || st.Final {
 				break
 			}
+		}
+		if st.Final {
+			break
 		}
 		if refine {
 			refined++

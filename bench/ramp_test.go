@@ -3,10 +3,15 @@ package bench
 import (
 	"context"
 	"math"
+	"net"
+	"net/url"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
 // TestRampNext drives rampNext through whole ramps: each case gives the
@@ -140,4 +145,51 @@ func TestRampSteps(t *testing.T) {
 	steps, best = rampSteps(ctx, &cfg, func(rate float64) Step { cancel(); return Step{TargetRate: rate} })
 	assert.Len(t, steps, 1)
 	assert.Equal(t, -1, best)
+}
+
+// TestRampEndsAtAClosedSubscription: an attempt in which (or before which)
+// a subscription was closed is the ramp's last: a later step could only
+// hold with fewer subscribers than the shape.
+func TestRampEndsAtAClosedSubscription(t *testing.T) {
+	cfg := Config{Rate: 100}
+	cfg.setDefaults()
+	var rates []float64
+	steps, best := rampSteps(context.Background(), &cfg, func(rate float64) Step {
+		rates = append(rates, rate)
+		if rate > 100 {
+			return Step{TargetRate: rate, Why: "1 subscriptions closed", Final: true}
+		}
+		return Step{TargetRate: rate, Held: true}
+	})
+	assert.Equal(t, []float64{100, 150}, rates, "no retry, no refinement after it")
+	require.Len(t, steps, 2)
+	assert.Equal(t, 0, best)
+
+	// Against a relay: one subscriber's stream ends (as when the relay
+	// drops it) once the first attempt publishes.
+	relay := testutil.StartRelay(t)
+	cfg = Config{Scenario: ScenarioRamp, URL: "http://" + relay.Addr, Key: relay.Key, Channels: 1, Subs: 4,
+		Rate: 40, Duration: time.Second, RampMaxRate: 40, MaxP99: 10 * time.Second, Publishers: 2, SourceAddrs: 2}
+	cfg.setDefaults()
+	r := &run{cfg: cfg, lat: newLatencies(4), reconnectLat: newLatencies(1), res: Result{Scenario: ScenarioRamp}}
+	u, err := url.Parse(cfg.URL)
+	require.NoError(t, err)
+	r.t = &target{name: "relay", base: u, key: cfg.Key}
+	r.dialer = newDialer(u, nil, cfg.SourceAddrs, defaultDialTimeout)
+	require.NoError(t, r.mintTokens())
+	r.pollers = newPollers()
+	go func() {
+		for deadline := time.Now().Add(testutil.Wait); r.ctr.published.Load() == 0 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+		_ = r.subs[0].conn.nc.(*net.TCPConn).CloseRead()
+	}()
+	require.NoError(t, r.ramp(context.Background()))
+	r.closeAll()
+	r.pollers.stop()
+	r.judge()
+	require.Len(t, r.res.Steps, 1, "%+v", r.res.Steps)
+	assert.True(t, r.res.Steps[0].Final)
+	assert.Zero(t, r.res.CapacityRate, "40/s was never held by the 4 subscribers")
+	assert.False(t, r.res.OK())
 }

@@ -180,16 +180,19 @@ type SlowStats struct {
 // Step is one attempt at one rate of a ramp. Refine marks the steps that
 // bisect between the highest rate held and the lowest failed.
 type Step struct {
-	TargetRate      float64  `json:"target_rate"`
-	PublishedPerSec float64  `json:"published_per_sec"`
-	DeliveredPerSec float64  `json:"delivered_per_sec"`
-	P99             float64  `json:"p99_ms"`
-	ServerCPUMicros float64  `json:"server_cpu_us_per_msg,omitempty"`
-	LoadgenCPU      float64  `json:"loadgen_cpu_seconds"`
-	Held            bool     `json:"held"`
-	Refine          bool     `json:"refine"`
-	Why             string   `json:"why,omitempty"`
-	Latency         *Latency `json:"-"`
+	TargetRate      float64 `json:"target_rate"`
+	PublishedPerSec float64 `json:"published_per_sec"`
+	DeliveredPerSec float64 `json:"delivered_per_sec"`
+	P99             float64 `json:"p99_ms"`
+	ServerCPUMicros float64 `json:"server_cpu_us_per_msg,omitempty"`
+	LoadgenCPU      float64 `json:"loadgen_cpu_seconds"`
+	Held            bool    `json:"held"`
+	Refine          bool    `json:"refine"`
+	Why             string  `json:"why,omitempty"`
+	// Final: no later attempt could hold (a subscription was closed), so
+	// the ramp ended here.
+	Final   bool     `json:"final,omitempty"`
+	Latency *Latency `json:"-"`
 }
 
 // Ratio is the relay's figure divided by the baseline's, each measured in

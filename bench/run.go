@@ -131,6 +131,11 @@ func runAgainst(ctx context.Context, cfg Config, start func(context.Context, *Co
 	if serr := t.stop(); serr != nil {
 		r.res.Failures = append(r.res.Failures, serr.Error())
 	}
+	if ctx.Err() != nil {
+		// Interrupted (a signal): the phases were cut short, so their
+		// rates and checks describe no run of the requested shape.
+		err = fmt.Errorf("bench: interrupted: %w", ctx.Err())
+	}
 	if err != nil {
 		return r.res, err
 	}
@@ -353,6 +358,9 @@ func (r *run) subscribeAll(ctx context.Context) error {
 	took := r.dialAll(ctx, n, func(i int) int { return i % dashes * k })
 	stop()
 	r.res.Conns = r.conns()
+	if err := ctx.Err(); err != nil {
+		return err // interrupted, not stopped by anything
+	}
 	if r.conns() < n {
 		return fmt.Errorf("bench: opened %d of %d subscriber connections (%s): %w",
 			r.conns(), n, orRelay(r.res.StoppedBy), r.firstErr)
@@ -513,11 +521,14 @@ func (r *run) collectStreams() {
 		if s.channel < 0 || !s.ackOK {
 			continue
 		}
-		if s.stall != nil {
-			// Slow: cut off by design, so only what it received is
-			// judged.
+		if s.stall != nil || s.st.resets > 0 {
+			// Slow: cut off by design. Reset: the relay lost the
+			// channel's continuity (a failure of its own, counted), and
+			// which publishes went to the old epoch cannot be told. So
+			// only what it received is judged.
 			r.res.Duplicated += s.st.dups
 			r.res.Reordered += s.st.reorders
+			r.res.Resets += s.st.resets
 			continue
 		}
 		want := uint64(r.published[s.channel].Load())
@@ -572,7 +583,10 @@ func perConn(bytes int64, conns int) int64 {
 // judge fills in Failures.
 func (r *run) judge() {
 	res := &r.res
-	res.Failures = []string{} // "failures":[] rather than null in JSON
+	if res.Failures == nil {
+		// Kept when set: the child relay's exit is judged before this.
+		res.Failures = []string{} // "failures":[] rather than null in JSON
+	}
 	fail := func(format string, a ...any) { res.Failures = append(res.Failures, fmt.Sprintf(format, a...)) }
 	if res.StoppedBy != "" {
 		fail("stopped by %s", res.StoppedBy)
@@ -628,6 +642,12 @@ func (r *run) judge() {
 	if sl := res.Slow; sl != nil {
 		if sl.NotClosed > 0 {
 			fail("%d of %d slow subscribers were not closed by the relay", sl.NotClosed, sl.SlowSubs)
+		}
+		if sl.ClosedOther > 0 {
+			fail("%d of %d slow subscribers were closed with another code than 4008", sl.ClosedOther, sl.SlowSubs)
+		}
+		if sl.RelayDisconnects >= 0 && sl.RelayDisconnects < int64(sl.SlowSubs) {
+			fail("the relay counted %d slow-consumer closes (4008) for %d slow subscribers", sl.RelayDisconnects, sl.SlowSubs)
 		}
 		if sl.P99Ratio > r.cfg.MaxP99Ratio {
 			fail("fast p99 with slow subscribers is x%.2f of without, above --max-p99-ratio %g", sl.P99Ratio, r.cfg.MaxP99Ratio)

@@ -1,7 +1,11 @@
 package bench
 
 import (
+	"context"
+	"fmt"
 	"io"
+	"net/url"
+	"os/exec"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -11,6 +15,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/internal/protocol"
+	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
 func TestResubscribeAck(t *testing.T) {
@@ -135,4 +140,93 @@ func TestEndedSubscriptionNotExpected(t *testing.T) {
 	sub(true).end(io.EOF)
 	assert.Equal(t, int64(1), live.Load(), "closed by the run")
 	assert.Equal(t, int64(2), ctr.readErrors.Load())
+}
+
+// TestChildFailureFailsTheRun: a child relay that exits during the run (or
+// whose shutdown fails) fails the run, whatever the scenario measured.
+func TestChildFailureFailsTheRun(t *testing.T) {
+	relay := testutil.StartRelay(t)
+	start := func(context.Context, *Config) (*target, error) {
+		tg := &target{name: "relay", base: &url.URL{Scheme: "http", Host: relay.Addr}, key: relay.Key,
+			stderr: &tailBuffer{max: 4 << 10}, exited: make(chan struct{})}
+		tg.cmd = exec.Command("sh", "-c", "exit 3") // the "child" crashes; the relay above serves
+		require.NoError(t, tg.cmd.Start())
+		go func() { tg.waitErr = tg.cmd.Wait(); close(tg.exited) }()
+		return tg, nil
+	}
+	cfg := Config{Scenario: ScenarioConnect, Conns: 5, Concurrency: 2, Hold: 100 * time.Millisecond, SourceAddrs: 1}
+	cfg.setDefaults()
+	res, err := runAgainst(context.Background(), cfg, start)
+	require.NoError(t, err)
+	assert.False(t, res.OK())
+	require.NotEmpty(t, res.Failures)
+	assert.Contains(t, res.Failures[0], "exit status 3")
+}
+
+// TestResetNotCountedAsLoss: after a reset (the channel's actor
+// restarted), offsets start again in a new epoch; the subscription counts
+// a reset, which fails the run, and not the messages before it as lost,
+// and churn's next resubscribe names the new epoch.
+func TestResetNotCountedAsLoss(t *testing.T) {
+	const ch = "s/d/g0"
+	msg := func(o uint64) []byte { return protocol.AppendMsg(nil, ch, benchEvent, "t", o) }
+	s := &subscriber{channel: 0, acked: make(chan struct{})}
+	s.handle(frames(protocol.AppendSubAck(nil, protocol.ID{N: 1, Set: true}, ch, "e1", 0, false), msg(1), msg(2), msg(3), msg(4), msg(5)), 0)
+	s.handle(frames(protocol.AppendReset(nil, ch, "e2", 0), msg(1), msg(2), msg(3)), 0)
+	r := &run{subs: []*subscriber{s}, published: make([]atomic.Int64, 1)}
+	r.published[0].Store(8)
+	r.collectStreams()
+	assert.Equal(t, int64(1), r.res.Resets)
+	assert.Zero(t, r.res.Lost, "all 8 arrived")
+	assert.Zero(t, r.res.Duplicated)
+	assert.Equal(t, "e2", string(s.rs.epoch))
+	r.judge()
+	assert.Equal(t, []string{"1 channel resets"}, r.res.Failures)
+}
+
+// TestSlowNeeds4008: slow subscribers closed otherwise than with 4008, or
+// fewer 4008 closes counted by the relay than slow subscribers, fail the
+// slow scenario.
+func TestSlowNeeds4008(t *testing.T) {
+	for name, sl := range map[string]SlowStats{
+		"another code":          {SlowSubs: 2, FastSubs: 8, Closed4008: 0, ClosedOther: 2, RelayDisconnects: -1},
+		"relay counted no 4008": {SlowSubs: 2, FastSubs: 8, ClosedConn: 2, RelayDisconnects: 0},
+	} {
+		r := &run{cfg: Config{MaxP99Ratio: 2}, res: Result{Scenario: ScenarioSlow, Slow: &sl}}
+		r.judge()
+		assert.NotEmpty(t, r.res.Failures, name)
+	}
+	sl := SlowStats{SlowSubs: 2, FastSubs: 8, Closed4008: 1, ClosedConn: 1, RelayDisconnects: 2}
+	r := &run{cfg: Config{MaxP99Ratio: 2}, res: Result{Scenario: ScenarioSlow, Slow: &sl}}
+	r.judge()
+	assert.Empty(t, r.res.Failures, "the relay closed both; one close frame was lost with the unread bytes")
+}
+
+// TestInterruptedRunIsAnError: a run cut short (a signal cancels its
+// context), while subscribing or while publishing, is an error, not a
+// result with rates over a duration that did not run.
+func TestInterruptedRunIsAnError(t *testing.T) {
+	for _, publishing := range []bool{false, true} {
+		t.Run(fmt.Sprintf("publishing=%v", publishing), func(t *testing.T) {
+			relay := testutil.StartRelay(t)
+			ctx, cancel := context.WithCancel(context.Background())
+			defer cancel()
+			cfg := Config{URL: "http://" + relay.Addr, Key: relay.Key, Channels: 2, Subs: 5,
+				Rate: 400, Duration: time.Minute, Publishers: 2, Concurrency: 4, SourceAddrs: 2}
+			done := make(chan error, 1)
+			go func() { _, err := Run(ctx, cfg); done <- err }()
+			if publishing {
+				require.Eventually(t, func() bool {
+					return relay.Metric(t, `realtime_publishes_total{result="ok"}`) > 0
+				}, testutil.Wait, 10*time.Millisecond)
+			}
+			cancel()
+			select {
+			case err := <-done:
+				require.ErrorIs(t, err, context.Canceled)
+			case <-time.After(testutil.Wait):
+				t.Fatal("the cancelled run did not end")
+			}
+		})
+	}
 }

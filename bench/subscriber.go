@@ -392,10 +392,12 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 			t.closeAcked()
 		case op == "reset":
 			// The channel's actor restarted: offsets continue after
-			// the reset's, and continuity before it cannot be judged.
+			// the reset's, in its epoch (which a churn resubscribe
+			// names), and continuity before it cannot be judged.
 			t.st.resets++
 			t.st.last, _ = uintAfter(obj, keyOffset)
 			clear(t.st.holes)
+			t.rs.epoch = append(t.rs.epoch[:0], stringAfter(obj, keyEpoch)...)
 		}
 	}
 	return msgs
