@@ -193,16 +193,7 @@ func TestBatchIsOneFramePerConnection(t *testing.T) {
 	all.ReadMessages(t, gadgets)    // the acks
 	half.ReadMessages(t, gadgets/2) // the acks
 
-	var body strings.Builder
-	body.WriteString(`{"messages":[`)
-	for g := range gadgets {
-		if g > 0 {
-			body.WriteByte(',')
-		}
-		body.WriteString(`{"channel":"` + channel(g) + `","event":"update","data":"x"}`)
-	}
-	body.WriteString(`]}`)
-	code, resp := r.Post(t, "/v1/publish/batch", r.PublishToken(t), body.String())
+	code, resp := r.Post(t, "/v1/publish/batch", r.PublishToken(t), batchOf(gadgets, channel, "x"))
 	require.Equal(t, 200, code, resp)
 
 	for _, c := range []struct {
@@ -240,16 +231,7 @@ func TestBatchLargerThanTheQueue(t *testing.T) {
 	viewer.ReadMessages(t, gadgets) // the acks
 
 	data := strings.Repeat("d", queue/4) // the batch is 2.5 times the queue
-	var body strings.Builder
-	body.WriteString(`{"messages":[`)
-	for g := range gadgets {
-		if g > 0 {
-			body.WriteByte(',')
-		}
-		body.WriteString(`{"channel":"` + channel(g) + `","event":"update","data":"` + data + `"}`)
-	}
-	body.WriteString(`]}`)
-	code, resp := r.Post(t, "/v1/publish/batch", r.PublishToken(t), body.String())
+	code, resp := r.Post(t, "/v1/publish/batch", r.PublishToken(t), batchOf(gadgets, channel, data))
 	require.Equal(t, 200, code, resp)
 
 	msgs := viewer.ReadMessages(t, gadgets)
@@ -259,4 +241,19 @@ func TestBatchLargerThanTheQueue(t *testing.T) {
 		assert.Equal(t, data, m.Data)
 	}
 	assert.InDelta(t, 0, r.Metric(t, "realtime_slow_consumer_disconnects_total"), 0)
+}
+
+// batchOf returns the body of a batch publish of one "update" with data to
+// each of channel(0) .. channel(n-1).
+func batchOf(n int, channel func(int) string, data string) string {
+	var body strings.Builder
+	body.WriteString(`{"messages":[`)
+	for g := range n {
+		if g > 0 {
+			body.WriteByte(',')
+		}
+		body.WriteString(`{"channel":"` + channel(g) + `","event":"update","data":"` + data + `"}`)
+	}
+	body.WriteString(`]}`)
+	return body.String()
 }
