@@ -1,6 +1,7 @@
 package edge
 
 import (
+	"crypto/tls"
 	"encoding/binary"
 	"errors"
 	"net"
@@ -76,6 +77,19 @@ func newSocket(nc net.Conn, writeTimeout time.Duration) *socket {
 type writeLocked struct {
 	net.Conn
 	s *socket
+}
+
+// Close is how gws closes the connection after its close frame. A TLS
+// connection's own Close first writes a close_notify alert under a fixed
+// 5 s deadline of crypto/tls's, which replaces Close's (cutWritesAt): a
+// client that stopped reading would hold the connection, its count and
+// Shutdown 5 s past the close timeout. The WebSocket close frame already
+// ended the stream, so the TCP connection is closed directly.
+func (w writeLocked) Close() error {
+	if tc, ok := w.Conn.(*tls.Conn); ok {
+		return tc.NetConn().Close()
+	}
+	return w.Conn.Close()
 }
 
 func (w writeLocked) Write(p []byte) (int, error) {

@@ -54,6 +54,7 @@ func (r *Relay) DialRawConn(t testing.TB, token string, readBuffer int) *RawConn
 	// the first frames, which the test wants left in the socket.
 	var head []byte
 	one := make([]byte, 1)
+	require.NoError(t, nc.SetReadDeadline(time.Now().Add(Wait)))
 	for len(head) < 4 || string(head[len(head)-4:]) != "\r\n\r\n" {
 		_, err := nc.Read(one)
 		require.NoError(t, err, "reading the upgrade response")
@@ -64,6 +65,7 @@ func (r *Relay) DialRawConn(t testing.TB, token string, readBuffer int) *RawConn
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
+	require.NoError(t, nc.SetReadDeadline(time.Time{}))
 	return &RawConn{Conn: nc, t: t}
 }
 
