@@ -22,6 +22,8 @@ test: vet ## vet, then every test under -race, with a short fuzz of each parser
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodeClient$$' -fuzztime 150000x ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzDecodePublish$$' -fuzztime 150000x ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime 50000x ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeObject$$' -fuzztime 50000x ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzCheckSubscribe$$' -fuzztime 50000x ./auth
 
 vet: ## gofmt check and go vet
 	@test -z "$$(gofmt -l .)" || (echo "gofmt needed:"; gofmt -l .; exit 1)
@@ -33,6 +35,7 @@ fuzz: ## long fuzz runs of every parser (FUZZTIME each, default 2m)
 	$(GO) test -run '^$$' -fuzz '^FuzzAppendString$$' -fuzztime $(or $(FUZZTIME),2m) ./internal/protocol
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(or $(FUZZTIME),2m) ./auth
 	$(GO) test -run '^$$' -fuzz '^FuzzCheckSubscribe$$' -fuzztime $(or $(FUZZTIME),2m) ./auth
+	$(GO) test -run '^$$' -fuzz '^FuzzDecodeObject$$' -fuzztime $(or $(FUZZTIME),2m) ./auth
 
 bench: ## Go micro-benchmarks of the hot paths, with allocations
 	$(GO) test -run '^$$' -bench . -benchmem $(PKGS)

@@ -80,7 +80,7 @@ func benchConfig(args []string, out io.Writer) (cfg loadgen.Config, opts benchOu
 	key := f.String("key", "", "kid:secret of the relay at --url (standard base64 secret); not needed for a child")
 	caFile := f.String("ca-file", "", "PEM file of the CAs an https --url's certificate must chain to (a private CA, or a self-signed certificate); empty means the system's")
 	var serverArgs stringList
-	f.Var(&serverArgs, "server-arg", "extra `realtime serve` flag for the child, e.g. --server-arg=--send-queue-bytes=65536; repeatable (the environment twin holds one); slow adds --send-queue-bytes=32768 unless given")
+	f.Var(&serverArgs, "server-arg", "extra `flag` of the child's realtime serve, e.g. --server-arg=--send-queue-bytes=65536; repeatable (the environment twin holds one); slow adds --send-queue-bytes=32768 unless given")
 	serverBin := f.String("server-binary", "", "realtime binary to start as the child; empty means this one")
 	serverLog := f.Bool("server-log", false, "copy the child's log (warn and above) to stderr")
 	site := f.String("site", "ari:cloud:jira::site/bench", "site claim of the bench's tokens and prefix of its channels")

@@ -38,7 +38,13 @@ func (f envFlags) parse(args []string) error {
 		return err
 	}
 	f.Usage = func() {
-		fmt.Fprintf(f.Output(), "usage: realtime %s [flags]\n\nEvery flag has an environment twin: --admin-listen is REALTIME_ADMIN_LISTEN.\n\n", f.Name())
+		example := ""
+		f.VisitAll(func(fl *flag.Flag) {
+			if example == "" {
+				example = fmt.Sprintf(": --%s is %s", fl.Name, envName(fl.Name))
+			}
+		})
+		fmt.Fprintf(f.Output(), "usage: realtime %s [flags]\n\nEvery flag has an environment twin%s.\n\n", f.Name(), example)
 		f.PrintDefaults()
 	}
 	return f.Parse(args)
