@@ -40,8 +40,13 @@ func appendError(dst []byte, code errorCode, msg string) []byte {
 }
 
 func writeError(ctx *fasthttp.RequestCtx, status int, code errorCode, msg string) {
+	writeJSON(ctx, status, errorBody(code, msg))
+}
+
+// errorBody is an HTTP error response's body: {"error":{"code","message"}}.
+func errorBody(code errorCode, msg string) []byte {
 	body := append([]byte(`{"error":`), appendError(nil, code, msg)...)
-	writeJSON(ctx, status, append(body, '}'))
+	return append(body, '}')
 }
 
 func writeJSON(ctx *fasthttp.RequestCtx, status int, body []byte) {

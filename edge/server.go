@@ -345,7 +345,7 @@ func (s *Server) route(ctx *fasthttp.RequestCtx) {
 var (
 	healthBody   = []byte(`{"status":"ok"}`)
 	readyBody    = []byte(`{"status":"ready"}`)
-	drainingBody = appendError(nil, codeUnavailable, "draining")
+	drainingBody = errorBody(codeUnavailable, "draining")
 )
 
 // readiness answers /readyz: 503 from the moment Shutdown begins.

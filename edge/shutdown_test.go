@@ -43,8 +43,10 @@ func TestGracefulShutdown(t *testing.T) {
 
 	// At once: not ready, no new work, but still alive.
 	for _, url := range []string{r.URL("/readyz"), r.AdminURL + "/readyz"} {
-		status, _ := r.Get(t, url)
+		status, body := r.Get(t, url)
 		assert.Equal(t, http.StatusServiceUnavailable, status, url)
+		code, _ := apiError(t, body)
+		assert.Equal(t, "unavailable", code, "the JSON error every other error has")
 	}
 	for _, url := range []string{r.URL("/healthz"), r.AdminURL + "/healthz"} {
 		status, _ := r.Get(t, url)
