@@ -89,7 +89,7 @@ func (h *Hub) PublishBatch(ps []Publication) ([]PublishResult, []error) {
 		}
 		msgs[i] = publish{
 			Channel: p.Channel, Event: p.Event, Data: p.Data,
-			IdempotencyKey: p.IdempotencyKey, ReceivedAt: at.UnixNano(), Batch: len(ps) > 1,
+			IdempotencyKey: p.IdempotencyKey, ReceivedAt: at.UnixNano(),
 		}
 	}
 	answers := publishAll(h.system, h.registry, msgs, h.cfg.PublishTimeout, h.cfg.BatchHold)

@@ -125,7 +125,8 @@ func (r *replies) Stop(*actor.PID) {}
 // publishAll sends every publication to its channel and waits, at most
 // timeout, for every answer. A publication left unanswered (its channel
 // is stuck, or the hub is stopping) has a nil result. A request of several
-// writes what it adopted after hold at the latest.
+// is a batch (publish.Batch): it writes what it adopted after hold at the
+// latest.
 func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []publish, timeout, hold time.Duration) []*publishResult {
 	if len(ps) == 0 {
 		return nil
@@ -133,14 +134,15 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []publish, ti
 	r := newReplies(len(ps))
 	pid, _ := system.ProcessRegistry.Add(r, "replies"+system.ProcessRegistry.NextId())
 	defer system.ProcessRegistry.Remove(pid)
+	batch := len(ps) > 1
 	for i := range ps {
-		ps[i].Index = i
+		ps[i].Index, ps[i].Batch = i, batch
 		system.Root.RequestWithCustomSender(registry, &ps[i], pid)
 	}
 	t := time.NewTimer(timeout)
 	defer t.Stop()
 	var held <-chan time.Time
-	if len(ps) > 1 {
+	if batch {
 		h := time.NewTimer(hold)
 		defer h.Stop()
 		held = h.C

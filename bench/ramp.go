@@ -63,7 +63,7 @@ func (r *run) ramp(ctx context.Context) error {
 func (r *run) rampAttempt(ctx context.Context, rate float64, loadgen *time.Duration) Step {
 	maxP99 := float64(r.cfg.MaxP99) / float64(time.Millisecond)
 	r.lat.reset()
-	readErrs, pubErrs := r.ctr.readErrors.Load(), r.ctr.publishErrors.Load()
+	pubErrs := r.ctr.publishErrors.Load()
 	ph := r.publishPhase(ctx, rate, r.cfg.Duration)
 	*loadgen += ph.loadgenCPU
 	st := Step{
@@ -80,16 +80,13 @@ func (r *run) rampAttempt(ctx context.Context, rate float64, loadgen *time.Durat
 		st.ServerCPUMicros = float64(ph.serverCPU.Microseconds()) / float64(ph.delivered)
 	}
 	switch {
+	case r.ctr.readErrors.Load() > 0:
+		// In this attempt or between two: it ran short, and so would
+		// every later one.
+		st.Why = fmt.Sprintf("%d subscriptions closed: the shape is no longer whole", r.ctr.readErrors.Load())
+		st.Final = true
 	case !ph.drained:
 		st.Why = fmt.Sprintf("delivery fell behind (%d of %d delivered)", ph.delivered, ph.expected)
-	case r.ctr.readErrors.Load() > readErrs:
-		st.Why = fmt.Sprintf("%d subscriptions closed", r.ctr.readErrors.Load()-readErrs)
-		// Later steps would run on fewer subscribers than the shape.
-		st.Final = true
-	case readErrs > 0:
-		// Closed between two attempts: this one already ran short.
-		st.Why = fmt.Sprintf("%d subscriptions closed before this step: the shape is no longer whole", readErrs)
-		st.Final = true
 	case r.ctr.publishErrors.Load() > pubErrs:
 		st.Why = fmt.Sprintf("%d publishes failed", r.ctr.publishErrors.Load()-pubErrs)
 	case st.PublishedPerSec < heldShare*rate:

@@ -37,10 +37,11 @@ var (
 
 // msgFields are what the bench reads of a msg object.
 type msgFields struct {
-	ch     []byte
-	offset uint64
-	sent   int64 // unix ns, when timed
-	timed  bool  // the data is the bench's, with its send time
+	ch       []byte
+	offset   uint64
+	numbered bool  // it has an offset
+	sent     int64 // unix ns, when timed
+	timed    bool  // the data is the bench's, with its send time
 }
 
 // cutMsg reads the msg object at the start of p, written in the layout of
@@ -72,10 +73,8 @@ func cutMsg(p []byte) (m msgFields, rest []byte, ok bool) {
 	if p, ok = bytes.CutPrefix(p, msgOffset); !ok {
 		return m, nil, false
 	}
-	i := 0
-	for ; i < len(p) && p[i] >= '0' && p[i] <= '9'; i++ {
-		m.offset = m.offset*10 + uint64(p[i]-'0')
-	}
+	var i int
+	m.offset, i = leadingUint(p)
 	if i == 0 || i == len(p) || p[i] != '}' {
 		return m, nil, false
 	}
@@ -85,6 +84,7 @@ func cutMsg(p []byte) (m msgFields, rest []byte, ok bool) {
 		}
 		p = p[1:]
 	}
+	m.numbered = true
 	m.sent, m.timed = payloadTime(data)
 	return m, p, true
 }
@@ -160,12 +160,17 @@ func uintAfter(obj, key []byte) (uint64, bool) {
 
 // parseUint parses the leading decimal digits of b.
 func parseUint(b []byte) (uint64, bool) {
-	var n uint64
-	i := 0
-	for ; i < len(b) && b[i] >= '0' && b[i] <= '9'; i++ {
-		n = n*10 + uint64(b[i]-'0')
+	n, digits := leadingUint(b)
+	return n, digits > 0
+}
+
+// leadingUint parses the leading decimal digits of b and says how many
+// there were.
+func leadingUint(b []byte) (n uint64, digits int) {
+	for ; digits < len(b) && b[digits] >= '0' && b[digits] <= '9'; digits++ {
+		n = n*10 + uint64(b[digits]-'0')
 	}
-	return n, i > 0
+	return n, digits
 }
 
 // sentAt returns the send time (unix ns) carried in a msg object's data, or

@@ -59,7 +59,7 @@ func TestCutMsg(t *testing.T) {
 
 	m, rest, ok := cutMsg(frames(protocol.AppendMsg(nil, "s/d/g7", benchEvent, data, 58), next))
 	require.True(t, ok)
-	assert.Equal(t, msgFields{ch: []byte("s/d/g7"), offset: 58, sent: at.UnixNano(), timed: true}, m)
+	assert.Equal(t, msgFields{ch: []byte("s/d/g7"), offset: 58, numbered: true, sent: at.UnixNano(), timed: true}, m)
 	assert.Equal(t, next, rest, "what follows the newline")
 
 	m, rest, ok = cutMsg(protocol.AppendMsg(nil, "s/d/g7", "e", "not the bench's", 1))

@@ -370,7 +370,7 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 		if m, rest, ok := cutMsg(p); ok {
 			p = rest
 			msgs++
-			s.msg(s.memberOf(m.ch), m.offset, true, m.sent, m.timed, now)
+			s.msg(s.memberOf(m.ch), &m, now)
 			continue
 		}
 		var obj []byte
@@ -380,9 +380,10 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 		switch {
 		case op == "msg":
 			msgs++
-			o, hasOffset := uintAfter(obj, keyOffset)
-			ts, hasTime := sentAt(obj)
-			s.msg(t, o, hasOffset, ts, hasTime, now)
+			var m msgFields
+			m.offset, m.numbered = uintAfter(obj, keyOffset)
+			m.sent, m.timed = sentAt(obj)
+			s.msg(t, &m, now)
 		case op == "ack" && !t.answered:
 			t.ack(obj)
 			t.closeAcked()
@@ -403,17 +404,17 @@ func (s *subscriber) handle(p []byte, now int64) (msgs int) {
 	return msgs
 }
 
-// msg records a message for t, the subscription it came for: its offset,
-// and its latency (sent is its send time, unix ns) in s.micros.
-func (s *subscriber) msg(t *subscriber, offset uint64, hasOffset bool, sent int64, hasSent bool, now int64) {
-	if hasOffset {
-		t.st.add(offset)
-		if offset <= t.rs.replayTo {
+// msg records message m for t, the subscription it came for: its offset,
+// and its latency in s.micros.
+func (s *subscriber) msg(t *subscriber, m *msgFields, now int64) {
+	if m.numbered {
+		t.st.add(m.offset)
+		if m.offset <= t.rs.replayTo {
 			t.rs.replayed++
 		}
 	}
-	if hasSent {
-		s.micros = append(s.micros, (now-sent)/1e3)
+	if m.timed {
+		s.micros = append(s.micros, (now-m.sent)/1e3)
 	} else {
 		t.st.unmatched++
 	}

@@ -323,13 +323,20 @@ func (s *Server) closeAll(code uint16, reason string) {
 	}
 }
 
+// The publish endpoints' paths: routed here, and counted by httpError when
+// fasthttp refuses their request before route.
+const (
+	pathPublish      = "/v1/publish"
+	pathPublishBatch = "/v1/publish/batch"
+)
+
 func (s *Server) route(ctx *fasthttp.RequestCtx) {
 	switch string(ctx.Path()) {
 	case "/v1/ws":
 		s.handleUpgrade(ctx)
-	case "/v1/publish":
+	case pathPublish:
 		s.handlePublish(ctx, false)
-	case "/v1/publish/batch":
+	case pathPublishBatch:
 		s.handlePublish(ctx, true)
 	case "/healthz":
 		writeJSON(ctx, fasthttp.StatusOK, healthBody)
@@ -362,7 +369,7 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
-		if p := string(ctx.Path()); p == "/v1/publish" || p == "/v1/publish/batch" {
+		if p := string(ctx.Path()); p == pathPublish || p == pathPublishBatch {
 			// Refused before the handler: counted here, as the handler
 			// counts its own 413s.
 			s.metrics.Published(telemetry.PublishTooLarge)

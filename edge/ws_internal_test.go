@@ -127,16 +127,9 @@ func TestServeTLSTunesTheTCPListener(t *testing.T) {
 	served := make(chan error, 1)
 	go func() { served <- s.ServeTLS(ln, &tls.Config{MinVersion: tls.VersionTLS12}) }()
 
-	option := func(level, opt int) int {
-		rc, err := ln.SyscallConn()
-		require.NoError(t, err)
-		var v int
-		require.NoError(t, rc.Control(func(fd uintptr) { v, _ = syscall.GetsockoptInt(int(fd), level, opt) }))
-		return v
-	}
-	require.Eventually(t, func() bool { return option(syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT) > 0 },
+	require.Eventually(t, func() bool { return sockettest.IntOption(t, ln, syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT) > 0 },
 		10*time.Second, time.Millisecond, "TCP_DEFER_ACCEPT on the TLS listener's socket")
-	assert.Equal(t, 2*s.cfg.SocketSendBufferBytes, option(syscall.SOL_SOCKET, syscall.SO_SNDBUF))
+	assert.Equal(t, 2*s.cfg.SocketSendBufferBytes, sockettest.IntOption(t, ln, syscall.SOL_SOCKET, syscall.SO_SNDBUF))
 	assert.False(t, s.sendBufferPerConn.Load(), "no setsockopt per connection")
 
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)

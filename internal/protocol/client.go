@@ -65,7 +65,7 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 		return f, fmt.Errorf("%w: frame must be a JSON object", ErrBadFrame)
 	}
 	var v [len(clientFields)][]byte
-	dup, repeated := fields(obj, v[:], clientFields[:]...)
+	repeated := fields(obj, v[:], clientFields[:]...)
 	rawOp, rawID, rawCh, rawSince, rawToken := v[0], v[1], v[2], v[3], v[4]
 
 	// The id comes first so that every later error can be echoed with it;
@@ -77,8 +77,8 @@ func DecodeClient(b []byte) (ClientFrame, error) {
 		}
 		f.ID = ID{N: n, Set: true}
 	}
-	if dup != "" {
-		return f, fmt.Errorf("%w: duplicate key %q", ErrBadFrame, dup)
+	if repeated != 0 {
+		return f, fmt.Errorf("%w: duplicate key %q", ErrBadFrame, repeatedName(repeated, clientFields[:]...))
 	}
 
 	if rawOp == nil {
@@ -139,8 +139,9 @@ func decodeSince(raw []byte) (*Since, error) {
 		return nil, fmt.Errorf("%w: since must be an object", ErrBadFrame)
 	}
 	var v [2][]byte
-	if dup, _ := fields(raw, v[:], "epoch", "offset"); dup != "" {
-		return nil, fmt.Errorf("%w: duplicate key %q in since", ErrBadFrame, dup)
+	sinceFields := [...]string{"epoch", "offset"}
+	if repeated := fields(raw, v[:], sinceFields[:]...); repeated != 0 {
+		return nil, fmt.Errorf("%w: duplicate key %q in since", ErrBadFrame, repeatedName(repeated, sinceFields[:]...))
 	}
 	epoch, err := requiredString(v[0], "since.epoch")
 	if err != nil {

@@ -38,8 +38,8 @@ func DecodeBatchItem(b []byte) (Publish, error) {
 		return p, fmt.Errorf("%w: message must be a JSON object", ErrBadJSON)
 	}
 	var v [len(publishFields)][]byte
-	if dup, _ := fields(obj, v[:], publishFields[:]...); dup != "" {
-		return p, fmt.Errorf("%w: duplicate key %q", ErrBadJSON, dup)
+	if repeated := fields(obj, v[:], publishFields[:]...); repeated != 0 {
+		return p, fmt.Errorf("%w: duplicate key %q", ErrBadJSON, repeatedName(repeated, publishFields[:]...))
 	}
 	dsts := [...]*string{&p.Channel, &p.Event, &p.Data, &p.IdempotencyKey}
 	for k, raw := range v {
@@ -70,8 +70,8 @@ func DecodeBatch(b []byte, maxMessages int) ([]json.RawMessage, error) {
 		return nil, fmt.Errorf("%w: batch must be a JSON object", ErrBadJSON)
 	}
 	var v [1][]byte
-	if dup, _ := fields(obj, v[:], "messages"); dup != "" {
-		return nil, fmt.Errorf("%w: duplicate key %q", ErrBadJSON, dup)
+	if fields(obj, v[:], "messages") != 0 {
+		return nil, fmt.Errorf("%w: duplicate key %q", ErrBadJSON, "messages")
 	}
 	arr := v[0]
 	if arr == nil {

@@ -79,9 +79,9 @@ func skipValue(b []byte, i int) int {
 
 // fields stores in vals[k] the raw value of the member of the valid JSON
 // object obj whose key is exactly names[k]; absent and null members are left
-// nil. Other members are skipped. dup is the first known key that occurs
-// more than once ("" if none); vals then holds its first value.
-func fields(obj []byte, vals [][]byte, names ...string) (dup string, repeated uint64) {
+// nil. Other members are skipped. Bit k of repeated says names[k] occurs
+// more than once; vals[k] then holds its first value.
+func fields(obj []byte, vals [][]byte, names ...string) (repeated uint64) {
 	// Bit k of seen: names[k] was met. Callers pass a handful of names.
 	var seen uint64
 	i := skipWS(obj, 1) // past '{'
@@ -107,9 +107,6 @@ func fields(obj []byte, vals [][]byte, names ...string) (dup string, repeated ui
 				continue
 			}
 			if seen&(1<<k) != 0 {
-				if dup == "" {
-					dup = name
-				}
 				repeated |= 1 << k
 				break
 			}
@@ -124,7 +121,18 @@ func fields(obj []byte, vals [][]byte, names ...string) (dup string, repeated ui
 			i = skipWS(obj, i+1)
 		}
 	}
-	return dup, repeated
+	return repeated
+}
+
+// repeatedName is the first of names that repeated (fields) marks, for an
+// error message; "" when none repeated.
+func repeatedName(repeated uint64, names ...string) string {
+	for k, name := range names {
+		if repeated&(1<<k) != 0 {
+			return name
+		}
+	}
+	return ""
 }
 
 // elements calls fn with each element of the valid JSON array arr, in

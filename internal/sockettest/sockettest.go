@@ -34,8 +34,9 @@ func Pair(t testing.TB) (server, client *net.TCPConn) {
 	return Accept(t, ln)
 }
 
-// IntOption reads an integer socket option of c (getsockopt).
-func IntOption(t testing.TB, c *net.TCPConn, level, opt int) int {
+// IntOption reads an integer socket option of c, a connection or a
+// listener (getsockopt).
+func IntOption(t testing.TB, c syscall.Conn, level, opt int) int {
 	t.Helper()
 	rc, err := c.SyscallConn()
 	require.NoError(t, err)
