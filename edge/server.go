@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
+	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -186,6 +187,9 @@ type detacher interface {
 	// MaxConnections is not counted forever. Called by the request's
 	// handler, on the connection's serving goroutine.
 	reserve(release func())
+	// lingerOnClose makes Close half-close and drain the connection first
+	// (see lingeringClose). Called by httpError, on the serving goroutine.
+	lingerOnClose()
 }
 
 // detachment is the state both detachable connection types share: two
@@ -193,9 +197,11 @@ type detacher interface {
 type detachment struct {
 	detached atomic.Bool
 	release  func() // see reserve; touched only by the serving goroutine
+	linger   bool   // see lingerOnClose; touched only by the serving goroutine
 }
 
 func (d *detachment) reserve(release func()) { d.release = release }
+func (d *detachment) lingerOnClose()         { d.linger = true }
 
 // take marks c detached and returns it.
 func (d *detachment) take(c net.Conn) net.Conn { d.detached.Store(true); return c }
@@ -210,7 +216,38 @@ func (d *detachment) close(c net.Conn) error {
 		d.release = nil
 		r()
 	}
+	if d.linger {
+		lingeringClose(c)
+	}
 	return c.Close()
+}
+
+// A refused request's connection lingers at most this long, reading and
+// discarding at most lingerBytes, before it is closed.
+const (
+	lingerTimeout = 2 * time.Second
+	lingerBytes   = 64 << 20
+)
+
+// lingeringClose prepares c, whose request fasthttp refused before reading
+// all of it (a body over the limit, headers too large), for Close. Closing
+// a socket with unread input makes the kernel send a reset, not an end of
+// stream, and a client still writing its body then gets "connection reset
+// by peer" instead of the 413 already sent: the clear error is lost. So the
+// response is followed by an end of stream (half-close), and what the
+// client still sends is read and discarded until it closes, lingerBytes, or
+// lingerTimeout, as Apache's lingering close does. Over TLS both steps act
+// on the TCP socket: the bytes are discarded, not decrypted, and the
+// client already has the response.
+func lingeringClose(c net.Conn) {
+	if tc, ok := c.(*tls.Conn); ok {
+		c = tc.NetConn()
+	}
+	hc, ok := c.(interface{ CloseWrite() error })
+	if !ok || hc.CloseWrite() != nil || c.SetReadDeadline(time.Now().Add(lingerTimeout)) != nil {
+		return
+	}
+	_, _ = io.CopyN(io.Discard, c, lingerBytes)
 }
 
 // fasthttp serves a connection as TLS (IsTLS, no plain-HTTP error on an
@@ -367,6 +404,13 @@ func (s *Server) readiness() (status int, body []byte) {
 // same JSON error format as everything else.
 func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	var small *fasthttp.ErrSmallBuffer
+	var ne net.Error
+	if d, ok := ctx.Conn().(detacher); ok && !(errors.As(err, &ne) && ne.Timeout()) {
+		// fasthttp closes the connection after this answer, maybe with the
+		// rest of the request unread, which the client may still be
+		// sending. (A client that timed out is not sending.)
+		d.lingerOnClose()
+	}
 	switch {
 	case errors.Is(err, fasthttp.ErrBodyTooLarge):
 		if p := string(ctx.Path()); p == pathPublish || p == pathPublishBatch {
@@ -378,7 +422,6 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 	case errors.As(err, &small) || errors.Is(err, fasthttp.ErrSmallReadBuffer):
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, codeTooLarge, "request headers too large")
 	default:
-		var ne net.Error
 		if errors.As(err, &ne) && ne.Timeout() {
 			writeError(ctx, fasthttp.StatusRequestTimeout, codeBadRequest, "request timed out")
 			return

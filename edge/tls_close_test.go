@@ -32,18 +32,8 @@ func TestTLSStalledClientClosedAtCloseTimeout(t *testing.T) {
 	require.NoError(t, err)
 	cfg := edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)}
 	cfg.Actors.CloseTimeout = 200 * time.Millisecond
-	srv, err := edge.New(cfg)
-	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	certFile, keyFile, pool := testutil.SelfSignedCert(t, t.TempDir())
-	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
-	require.NoError(t, err)
-	serverConf := &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12}
-	clientConf := &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12}
-	served := make(chan error, 1)
-	go func() { served <- srv.ServeTLS(ln, serverConf) }()
-	addr, tokens := ln.Addr().String(), &testutil.Relay{Key: key}
+	srv := serveTLS(t, cfg)
+	addr, clientConf, tokens := srv.Addr, srv.ClientConf, &testutil.Relay{Key: key}
 	ch := testutil.Channel("stalled")
 
 	// A WSS client that subscribes and then never reads, with a small
@@ -83,8 +73,7 @@ func TestTLSStalledClientClosedAtCloseTimeout(t *testing.T) {
 
 	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Second)
 	defer cancel()
-	assert.NoError(t, srv.Shutdown(ctx, 0), "with a close timeout of 200 ms, well within 4 s")
-	require.NoError(t, <-served)
+	assert.NoError(t, srv.stop(ctx), "with a close timeout of 200 ms, well within 4 s")
 }
 
 // publishTLS publishes data to ch over HTTPS.

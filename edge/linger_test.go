@@ -1,0 +1,108 @@
+package edge_test
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"strings"
+	"testing"
+
+	"github.com/stretchr/testify/assert"
+	"github.com/stretchr/testify/require"
+
+	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/edge"
+	"github.com/realtime-relay/realtime/internal/testutil"
+)
+
+// TestRefusedRequestAnsweredNotReset: a client still sending a request that
+// the relay refused before reading it all (a body over the limit, headers
+// over the limit) gets the error response, not "connection reset by peer".
+// The request is far larger than the socket buffers, so the relay refuses
+// it while the client is still writing.
+func TestRefusedRequestAnsweredNotReset(t *testing.T) {
+	const huge = 16 << 20
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.MaxDataBytes = 1024 })
+	pub := r.PublishToken(t)
+	t.Run("body over the limit", func(t *testing.T) {
+		status, body := r.Post(t, "/v1/publish", pub, `{"channel":"`+testutil.Channel("g")+`","event":"E","data":"`+strings.Repeat("x", huge)+`"}`)
+		assert.Equal(t, http.StatusRequestEntityTooLarge, status, body)
+		code, _ := apiError(t, body)
+		assert.Equal(t, "too_large", code)
+	})
+	t.Run("headers over the limit", func(t *testing.T) {
+		resp, body := rawHTTP(t, r, http.MethodGet, "/healthz", http.Header{"X-Padding": {strings.Repeat("p", huge)}})
+		assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, body)
+	})
+	t.Run("body over the limit, over TLS", func(t *testing.T) {
+		key, err := auth.GenerateKey("test")
+		require.NoError(t, err)
+		keys, err := auth.NewKeyring(key)
+		require.NoError(t, err)
+		cfg := edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), MaxDataBytes: 1024}
+		srv := serveTLS(t, cfg)
+		client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: srv.ClientConf}}
+		defer client.CloseIdleConnections()
+		req, err := http.NewRequest(http.MethodPost, "https://"+srv.Addr+"/v1/publish", strings.NewReader(strings.Repeat("x", huge)))
+		require.NoError(t, err)
+		req.Header.Set("Authorization", "Bearer "+(&testutil.Relay{Key: key}).PublishToken(t))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := client.Do(req)
+		require.NoError(t, err)
+		defer resp.Body.Close()
+		body, err := io.ReadAll(resp.Body)
+		require.NoError(t, err)
+		assert.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode, string(body))
+	})
+	status, _ := r.Get(t, r.URL("/healthz"))
+	assert.Equal(t, http.StatusOK, status)
+}
+
+// tlsServer is an edge.Server serving HTTPS and WSS on a random loopback
+// port until stop or the end of the test.
+type tlsServer struct {
+	*edge.Server
+	Addr       string
+	ClientConf *tls.Config // trusts the server's certificate
+	served     chan error
+	stopped    bool
+}
+
+func serveTLS(t *testing.T, cfg edge.Config) *tlsServer {
+	t.Helper()
+	srv, err := edge.New(cfg)
+	require.NoError(t, err)
+	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	require.NoError(t, err)
+	certFile, keyFile, pool := testutil.SelfSignedCert(t, t.TempDir())
+	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
+	require.NoError(t, err)
+	s := &tlsServer{
+		Server:     srv,
+		Addr:       ln.Addr().String(),
+		ClientConf: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12},
+		served:     make(chan error, 1),
+	}
+	go func() {
+		s.served <- srv.ServeTLS(ln, &tls.Config{Certificates: []tls.Certificate{cert}, MinVersion: tls.VersionTLS12})
+	}()
+	t.Cleanup(func() {
+		if !s.stopped {
+			ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+			defer cancel()
+			assert.NoError(t, s.stop(ctx))
+		}
+	})
+	return s
+}
+
+// stop shuts the server down within ctx and waits for ServeTLS to return.
+func (s *tlsServer) stop(ctx context.Context) error {
+	s.stopped = true
+	err := s.Shutdown(ctx, 0)
+	return errors.Join(err, <-s.served)
+}
