@@ -4,7 +4,6 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"io"
 	"log/slog"
 	"net"
 	"sync"
@@ -50,6 +49,8 @@ type Server struct {
 	// has begun, and ignores a Shutdown that came before. Guarded by mu.
 	listeners       []net.Listener
 	listenersClosed bool
+	// served are the connections fasthttp serves; Shutdown cuts their reads.
+	served servedConns
 }
 
 // New validates cfg and builds a Server with its actors; it does not listen.
@@ -150,135 +151,20 @@ func (s *Server) serve(ln net.Listener) error {
 	}
 	s.listeners = append(s.listeners, ln)
 	s.mu.Unlock()
-	err := s.http.Serve(detachListener{ln})
+	err := s.http.Serve(detachListener{ln, &s.served})
 	if s.draining.Load() {
 		return nil
 	}
 	return err
 }
 
-// detachListener hands fasthttp connections that an upgrade can detach.
-type detachListener struct{ net.Listener }
-
-func (l detachListener) Accept() (net.Conn, error) {
-	c, err := l.Listener.Accept()
-	if err != nil {
-		return nil, err
-	}
-	if tc, ok := c.(*tls.Conn); ok {
-		// fasthttp recognises TLS by the methods of *tls.Conn.
-		return &detachableTLSConn{Conn: tc}, nil
-	}
-	return &detachableConn{Conn: c}, nil
-}
-
-// detacher is a connection whose Close does nothing once detached: fasthttp
-// closes a hijacked connection when the hijack handler returns
-// (KeepHijackedConns off), and an upgraded WebSocket must outlive it. This
-// lets fasthttp recycle its 8 KiB request reader, which otherwise was two
-// thirds of a connect's garbage (GC work, and GC headroom in memory per
-// connection).
-type detacher interface {
-	// detach returns the connection, which the caller now owns and closes.
-	detach() net.Conn
-	// reserve sets what to undo if fasthttp closes the connection without
-	// its hijack handler ever running (it skips it when resetting the
-	// deadlines fails), so that an upgrade counted for Shutdown and
-	// MaxConnections is not counted forever. Called by the request's
-	// handler, on the connection's serving goroutine.
-	reserve(release func())
-	// lingerOnClose makes Close half-close and drain the connection first
-	// (see lingeringClose). Called by httpError, on the serving goroutine.
-	lingerOnClose()
-}
-
-// detachment is the state both detachable connection types share: two
-// types, because fasthttp recognises TLS by the methods of *tls.Conn.
-type detachment struct {
-	detached atomic.Bool
-	release  func() // see reserve; touched only by the serving goroutine
-	linger   bool   // see lingerOnClose; touched only by the serving goroutine
-}
-
-func (d *detachment) reserve(release func()) { d.release = release }
-func (d *detachment) lingerOnClose()         { d.linger = true }
-
-// take marks c detached and returns it.
-func (d *detachment) take(c net.Conn) net.Conn { d.detached.Store(true); return c }
-
-// close closes c unless it was detached, undoing a reservation that no
-// upgrade took.
-func (d *detachment) close(c net.Conn) error {
-	if d.detached.Load() {
-		return nil
-	}
-	if r := d.release; r != nil {
-		d.release = nil
-		r()
-	}
-	if d.linger {
-		lingeringClose(c)
-	}
-	return c.Close()
-}
-
-// A refused request's connection lingers at most this long, reading and
-// discarding at most lingerBytes, before it is closed.
-const (
-	lingerTimeout = 2 * time.Second
-	lingerBytes   = 64 << 20
-)
-
-// lingeringClose prepares c, whose request fasthttp refused before reading
-// all of it (a body over the limit, headers too large), for Close. Closing
-// a socket with unread input makes the kernel send a reset, not an end of
-// stream, and a client still writing its body then gets "connection reset
-// by peer" instead of the 413 already sent: the clear error is lost. So the
-// response is followed by an end of stream (half-close), and what the
-// client still sends is read and discarded until it closes, lingerBytes, or
-// lingerTimeout, as Apache's lingering close does. Over TLS both steps act
-// on the TCP socket: the bytes are discarded, not decrypted, and the
-// client already has the response.
-func lingeringClose(c net.Conn) {
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
-	hc, ok := c.(interface{ CloseWrite() error })
-	if !ok || hc.CloseWrite() != nil || c.SetReadDeadline(time.Now().Add(lingerTimeout)) != nil {
-		return
-	}
-	_, _ = io.CopyN(io.Discard, c, lingerBytes)
-}
-
-// fasthttp serves a connection as TLS (IsTLS, no plain-HTTP error on an
-// unfinished handshake) when it has these methods of *tls.Conn.
-var _ interface {
-	Handshake() error
-	ConnectionState() tls.ConnectionState
-} = (*detachableTLSConn)(nil)
-
-type detachableConn struct {
-	net.Conn
-	detachment
-}
-
-func (c *detachableConn) detach() net.Conn { return c.take(c.Conn) }
-func (c *detachableConn) Close() error     { return c.close(c.Conn) }
-
-type detachableTLSConn struct {
-	*tls.Conn
-	detachment
-}
-
-func (c *detachableTLSConn) detach() net.Conn { return c.take(c.Conn) }
-func (c *detachableTLSConn) Close() error     { return c.close(c.Conn) }
-
 // Draining reports whether Shutdown has begun.
 func (s *Server) Draining() bool { return s.draining.Load() }
 
 // Shutdown drains the server: at once /readyz, new upgrades and new
 // publishes answer 503; after drainDelay (for load balancers to notice)
-// every WebSocket is closed with 1012; publishes in flight are answered;
+// every WebSocket is closed with 1012 and every request still arriving is
+// cut with 503 (servedConns.cutReads); publishes in flight are answered;
 // it returns when all of that is done or ctx ends.
 func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
 	s.mu.Lock() // see handleUpgrade: no upgrade is counted after this
@@ -293,6 +179,7 @@ func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
 		}
 	}
 	s.closeAll(actors.CloseRestarting, telemetry.CloseShutdown)
+	s.served.cutReads()
 	httpDone := make(chan error, 1)
 	go func() {
 		err := s.http.ShutdownWithContext(ctx)
@@ -423,6 +310,10 @@ func (s *Server) httpError(ctx *fasthttp.RequestCtx, err error) {
 		writeError(ctx, fasthttp.StatusRequestHeaderFieldsTooLarge, codeTooLarge, "request headers too large")
 	default:
 		if errors.As(err, &ne) && ne.Timeout() {
+			if s.draining.Load() { // maybe Shutdown's cut, not the client
+				writeJSON(ctx, fasthttp.StatusServiceUnavailable, drainingBody)
+				return
+			}
 			writeError(ctx, fasthttp.StatusRequestTimeout, codeBadRequest, "request timed out")
 			return
 		}

@@ -1,7 +1,9 @@
 package edge_test
 
 import (
+	"bufio"
 	"context"
+	"io"
 	"log/slog"
 	"net"
 	"net/http"
@@ -114,4 +116,81 @@ func TestShutdownBeforeServe(t *testing.T) {
 		_ = ln.Close()
 		t.Fatal("Serve kept accepting after Shutdown")
 	}
+}
+
+// TestShutdownCutsHalfSentRequests: clients that sent half a request and
+// stopped do not hold Shutdown for the read timeout (here an hour): their
+// reads are cut and they are told that the relay is draining.
+func TestShutdownCutsHalfSentRequests(t *testing.T) {
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.ReadTimeout = time.Hour })
+	dial := func(request string) (net.Conn, *bufio.Reader) {
+		nc, err := net.DialTimeout("tcp", r.Addr, testutil.Wait)
+		require.NoError(t, err)
+		t.Cleanup(func() { _ = nc.Close() })
+		require.NoError(t, nc.SetDeadline(time.Now().Add(testutil.Wait)))
+		_, err = io.WriteString(nc, request)
+		require.NoError(t, err)
+		return nc, bufio.NewReader(nc)
+	}
+	// Half a head, after a whole request: fasthttp answers the first when
+	// it has to wait for the rest of the second, so the answer shows that
+	// it is waiting.
+	_, head := dial("GET /healthz HTTP/1.1\r\nHost: x\r\n\r\nPOST /v1/publish HTTP/1.1\r\nHost: x\r\n")
+	resp, err := http.ReadResponse(head, nil)
+	require.NoError(t, err)
+	_, _ = io.Copy(io.Discard, resp.Body)
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+	// Half a body: "100 Continue" shows that fasthttp is reading it.
+	nc, body := dial("POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n" +
+		"Authorization: Bearer " + r.PublishToken(t) + "\r\nExpect: 100-continue\r\nContent-Length: 100\r\n\r\n")
+	line, err := body.ReadString('\n')
+	require.NoError(t, err)
+	require.Equal(t, "HTTP/1.1 100 Continue\r\n", line)
+	_, err = body.ReadString('\n')
+	require.NoError(t, err)
+	_, err = io.WriteString(nc, `{"channel":"`)
+	require.NoError(t, err)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	require.NoError(t, r.Server.Shutdown(ctx, 0), "not held by the half-sent requests")
+	for name, br := range map[string]*bufio.Reader{"half a head": head, "half a body": body} {
+		resp, err := http.ReadResponse(br, nil)
+		require.NoError(t, err, name)
+		b, err := io.ReadAll(resp.Body)
+		require.NoError(t, err, name)
+		assert.Equal(t, http.StatusServiceUnavailable, resp.StatusCode, name+": "+string(b))
+		code, _ := apiError(t, string(b))
+		assert.Equal(t, "unavailable", code, name)
+	}
+}
+
+// TestShutdownCutsHalfHandshakes: a TLS client that sent half a handshake
+// and stopped does not hold Shutdown for the read timeout (here an hour).
+func TestShutdownCutsHalfHandshakes(t *testing.T) {
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	srv := serveTLS(t, edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), ReadTimeout: time.Hour})
+	half, err := net.DialTimeout("tcp", srv.Addr, testutil.Wait)
+	require.NoError(t, err)
+	defer half.Close()
+	require.NoError(t, half.SetDeadline(time.Now().Add(testutil.Wait)))
+	_, err = half.Write([]byte{0x16, 0x03, 0x01, 0x01, 0x00, 0x01}) // a 256-byte handshake record: its head and first byte
+	require.NoError(t, err)
+	// A whole request after it: answered, so the listener accepted the
+	// half handshake's connection before it.
+	client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: srv.ClientConf}}
+	defer client.CloseIdleConnections()
+	resp, err := client.Get("https://" + srv.Addr + "/healthz")
+	require.NoError(t, err)
+	_ = resp.Body.Close()
+	require.Equal(t, http.StatusOK, resp.StatusCode)
+
+	ctx, cancel := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel()
+	require.NoError(t, srv.stop(ctx), "not held by the half handshake")
+	_, err = io.ReadAll(half)
+	require.NoError(t, err, "closed, not timed out")
 }

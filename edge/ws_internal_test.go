@@ -93,7 +93,9 @@ func TestSiteLimiter(t *testing.T) {
 func TestDetachment(t *testing.T) {
 	server, _ := sockettest.Pair(t)
 	released := 0
+	var served servedConns
 	d := &detachableConn{Conn: server}
+	served.add(&d.detachment, server)
 	d.reserve(func() { released++ })
 	require.NoError(t, d.Close())
 	_ = d.Close() // already closed: an error, and no second release
@@ -101,6 +103,7 @@ func TestDetachment(t *testing.T) {
 
 	server, client := sockettest.Pair(t)
 	d = &detachableConn{Conn: server}
+	served.add(&d.detachment, server)
 	d.reserve(func() { released++ })
 	nc := d.detach()
 	require.NoError(t, d.Close(), "fasthttp's Close after the hijack handler")
@@ -136,4 +139,33 @@ func TestServeTLSTunesTheTCPListener(t *testing.T) {
 	defer cancel()
 	require.NoError(t, s.Shutdown(ctx, 0))
 	require.NoError(t, <-served)
+}
+
+// TestCutReadsOutlastLaterDeadlines: once Shutdown cut the reads of served
+// connections, a deadline fasthttp sets later (it sets one before every
+// request) does not undo the cut, and a connection accepted after the cut
+// is cut too.
+func TestCutReadsOutlastLaterDeadlines(t *testing.T) {
+	var served servedConns
+	before, client := sockettest.Pair(t)
+	d := &detachableConn{Conn: before}
+	served.add(&d.detachment, before)
+	served.cutReads()
+	after, lateClient := sockettest.Pair(t)
+	late := &detachableConn{Conn: after}
+	served.add(&late.detachment, after)
+	for name, c := range map[string]*detachableConn{"served at the cut": d, "accepted after it": late} {
+		require.NoError(t, c.SetReadDeadline(time.Now().Add(time.Hour)), name)
+		require.NoError(t, c.SetDeadline(time.Now().Add(time.Hour)), name)
+	}
+	for name, c := range map[string]net.Conn{"served at the cut": client, "accepted after it": lateClient} {
+		_, err := c.Write([]byte("x"))
+		require.NoError(t, err, name)
+	}
+	for name, c := range map[string]*detachableConn{"served at the cut": d, "accepted after it": late} {
+		// Not the byte the client sent: a read whose deadline passed
+		// fails before it looks for data.
+		_, err := c.Read(make([]byte, 1))
+		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, name)
+	}
 }
