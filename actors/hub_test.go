@@ -145,6 +145,60 @@ func TestServerBacklogIsNotTheClients(t *testing.T) {
 	assert.True(t, o.closed, "a client behind its socket is still cut off")
 }
 
+// TestQueueBehindAFlushIsNotTheClients: frames that other channels queue
+// while a write that does not block is under way wait for it to take them,
+// rather than cut off a client whose socket takes every write. Here the
+// write is slow (a loaded machine) and the queue holds two frames.
+func TestQueueBehindAFlushIsNotTheClients(t *testing.T) {
+	h := newTestHub(t, func(cfg *Config) { cfg.SendQueueMessages, cfg.SendQueueBytes = 2, 1<<20 })
+	defer func() { _ = h.Stop(t.Context()) }()
+	sock := &slowTrySocket{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	o := newOutbox(h.cfg, sock, actor.NewPID("nonhost", "gone"))
+	require.True(t, o.push([]byte("a"), 0, true))
+	flushed := make(chan struct{})
+	go func() { defer close(flushed); o.flush() }()
+	<-sock.entered // the flush is writing "a"
+	o.push([]byte("b"), 0, true)
+	o.push([]byte("c"), 0, true)
+	pushed := make(chan struct{})
+	go func() { // no room until the flush takes b and c
+		defer close(pushed)
+		if o.push([]byte("d"), 0, true) { // after the flush went idle
+			o.flush()
+		}
+	}()
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.waiters == 1 || o.closed
+	}, 10*time.Second, time.Millisecond, "the fourth push waits or is refused")
+	close(sock.release)
+	<-pushed
+	<-flushed
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	assert.False(t, o.closed, "a client whose socket takes every write")
+	assert.Equal(t, []string{"a", "b\nc", "d"}, sock.writes)
+}
+
+// slowTrySocket takes every write whole, but its first TryWrite waits
+// until release is closed: a write that does not block, on a machine slow
+// to run it.
+type slowTrySocket struct {
+	recordingSocket
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *slowTrySocket) TryWrite(parts [][]byte) (taken, done bool, err error) {
+	select {
+	case s.entered <- struct{}{}:
+		<-s.release
+	default:
+	}
+	return s.recordingSocket.TryWrite(parts)
+}
+
 // TestBatchHoldsOutboxesBriefly: a batch request writes what its fast
 // channels queued after maxBatchHold, without waiting for a channel that
 // is stuck (here in mid-fan-out until the test lets it go).

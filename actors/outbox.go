@@ -29,8 +29,12 @@ const (
 	// kicked: something is queued and the pusher that set this state owes
 	// a flush; later pushes only queue, and go out with that flush.
 	kicked
-	// writing: a flush or writer goroutine is writing; it takes whatever
-	// is queued when its write returns.
+	// flushing: a flush is writing without blocking, on the goroutine that
+	// kicked the outbox; it takes whatever is queued when its write
+	// returns, at once.
+	flushing
+	// writing: a writer goroutine is writing, and may wait for the client;
+	// it takes whatever is queued when its write returns.
 	writing
 )
 
@@ -82,6 +86,12 @@ type outbox struct {
 	// most closeTimeout for the close frame. See closeAfterQueued.
 	closeCode    uint16
 	closeTimeout time.Duration
+
+	// room wakes pushers waiting for a flush to take the queue (see
+	// makeRoomLocked); made on the first wait, as few outboxes ever have
+	// one. waiters counts them. Guarded by mu.
+	room    *sync.Cond
+	waiters int32
 
 	// cur is the batch being written, owned by the holder of the writing
 	// turn (see next).
@@ -156,20 +166,44 @@ func (o *outbox) admitLocked(frames, n int) bool {
 
 // makeRoomLocked reports whether the outbox is open with room for frames
 // more frames of n bytes in all. Frames queued while the outbox is kicked
-// have not been offered to the socket yet: they wait for the server (a
-// channel finishing its burst of publishes, a batch request waiting for its
-// last channel), not for the client. So when they are in the way they are
-// written first, and only a client behind its socket meets the bound. mu
-// is released while they are written.
+// or flushing have not been offered to the socket yet: they wait for the
+// server (a channel finishing its burst of publishes, a batch request
+// waiting for its last channel, a write that does not block), not for the
+// client. So when they are in the way they are written first, and only a
+// client behind its socket (the outbox is writing) meets the bound. mu is
+// released while they are written.
 func (o *outbox) makeRoomLocked(frames, n int) bool {
-	for !o.closed && o.state == kicked && !o.hasRoomLocked(frames, n) {
-		// Taking over the flush is safe: whoever kicked the outbox still
-		// flushes it later, and then finds it written (see flush).
-		o.mu.Unlock()
-		o.flush()
-		o.mu.Lock()
+	for !o.closed && !o.hasRoomLocked(frames, n) {
+		switch o.state {
+		case kicked:
+			// Taking over the flush is safe: whoever kicked the outbox
+			// still flushes it later, and then finds it written (see
+			// flush).
+			o.mu.Unlock()
+			o.flush()
+			o.mu.Lock()
+		case flushing:
+			// Its write does not block, and then it takes the queue.
+			if o.room == nil {
+				o.room = sync.NewCond(&o.mu)
+			}
+			o.waiters++
+			o.room.Wait()
+			o.waiters--
+		default:
+			return false
+		}
 	}
-	return !o.closed && o.hasRoomLocked(frames, n)
+	return !o.closed
+}
+
+// wakeLocked wakes the pushers waiting for room (see makeRoomLocked), who
+// see whether they have it now: the queue was taken, the flush handed the
+// writing to a writer goroutine, or the outbox closed.
+func (o *outbox) wakeLocked() {
+	if o.waiters > 0 {
+		o.room.Broadcast()
+	}
 }
 
 // hasRoomLocked reports whether frames more frames of n bytes in all fit
@@ -228,6 +262,7 @@ func (o *outbox) close() {
 }
 
 func (o *outbox) closeLocked() {
+	o.wakeLocked()
 	o.closed, o.closeCode = true, 0
 	o.parts, o.oldest = nil, 0
 	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
@@ -252,7 +287,7 @@ func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (kick bool
 func (o *outbox) flush() {
 	for i, b := 0, o.take(); b != nil; i, b = i+1, o.next() {
 		if b.ping || b.closeCode != 0 || i == maxInlineWrites {
-			go o.writeLoop(b, false)
+			o.handOff(b, false)
 			return
 		}
 		taken, done, err := o.sock.TryWrite(b.parts)
@@ -261,18 +296,27 @@ func (o *outbox) flush() {
 			o.failed()
 			return
 		case !taken: // the socket is busy with a blocking write
-			go o.writeLoop(b, false)
+			o.handOff(b, false)
 			return
 		case !done:
 			o.cfg.Metrics.SocketWritesBlocked.Inc()
-			go o.writeLoop(b, true)
+			o.handOff(b, true)
 			return
 		}
 		b.written(o.cfg.Metrics)
 	}
 }
 
-// take starts a flush: it turns a kicked outbox into a writing one and
+// handOff passes the writing turn from a flush to a writer goroutine.
+func (o *outbox) handOff(b *batch, pending bool) {
+	o.mu.Lock()
+	o.state = writing
+	o.wakeLocked()
+	o.mu.Unlock()
+	go o.writeLoop(b, pending)
+}
+
+// take starts a flush: it turns a kicked outbox into a flushing one and
 // returns its first batch, or nil when the outbox was not kicked.
 func (o *outbox) take() *batch {
 	o.mu.Lock()
@@ -280,7 +324,7 @@ func (o *outbox) take() *batch {
 	if o.state != kicked {
 		return nil
 	}
-	o.state = writing
+	o.state = flushing
 	return o.nextLocked()
 }
 
@@ -294,6 +338,7 @@ func (o *outbox) next() *batch {
 }
 
 func (o *outbox) nextLocked() *batch {
+	defer o.wakeLocked() // the queue is taken, or the outbox idle
 	b := &o.cur
 	clear(b.parts) // do not pin the frames of messages already written
 	b.parts = b.parts[:0]
