@@ -6,6 +6,7 @@ import (
 	"net"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -160,10 +161,20 @@ func TestRampSmoke(t *testing.T) {
 		return res
 	}
 
+	// On a loaded machine the publishers, sharing the cores, may fall
+	// short of a step's rate: the ramp then runs that step again, which is
+	// what RampAttempts is for. No other failure is allowed.
+	const short = "publishers reached only"
 	res := ramp(10 * time.Second) // -race on 2 cores: the bound is not the point here
-	require.Len(t, res.Steps, 2)
-	assert.True(t, res.Steps[0].Held, "%+v", res.Steps[0])
-	assert.True(t, res.Steps[1].Held, "%+v", res.Steps[1])
+	var held []float64
+	for _, st := range res.Steps {
+		if st.Held {
+			held = append(held, st.TargetRate)
+		} else {
+			assert.Contains(t, st.Why, short, "%+v", st)
+		}
+	}
+	assert.Equal(t, []float64{40, 80}, held, "every rate held, at its first or second attempt")
 	assert.InDelta(t, 80, res.CapacityRate, 0)
 
 	res = ramp(time.Nanosecond)
@@ -172,7 +183,9 @@ func TestRampSmoke(t *testing.T) {
 		assert.False(t, st.Held)
 		assert.False(t, st.Refine)
 		assert.InDelta(t, 40, st.TargetRate, 0)
-		assert.Contains(t, st.Why, "p99")
+		if !strings.Contains(st.Why, short) {
+			assert.Contains(t, st.Why, "p99")
+		}
 	}
 	assert.Zero(t, res.CapacityRate)
 }
