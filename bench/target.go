@@ -61,14 +61,11 @@ func startChild(ctx context.Context, cfg *Config) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freePort()
+	ports, err := freePorts(2)
 	if err != nil {
 		return nil, err
 	}
-	admin, err := freePort()
-	if err != nil {
-		return nil, err
-	}
+	addr, admin := ports[0], ports[1]
 	// The key travels on the command line of a loopback child that lives
 	// as long as this run; it is generated for the run and never reused.
 	args := []string{"serve", "--listen", addr, "--admin-listen", admin, "--keys", key.String(),
@@ -85,10 +82,11 @@ func startBaseline(ctx context.Context, cfg *Config) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	addr, err := freePort()
+	ports, err := freePorts(1)
 	if err != nil {
 		return nil, err
 	}
+	addr := ports[0]
 	t := &target{name: "baseline", base: &url.URL{Scheme: "http", Host: addr}, key: key, adminURL: "http://" + addr}
 	return t, t.spawn(ctx, cfg, []string{"bench", "--baseline-serve", addr})
 }
@@ -176,16 +174,22 @@ func (t *target) stop() error {
 	}
 }
 
-// freePort returns a loopback address with a port that was free a moment
-// ago. Another process may take it before the child listens; the child
-// then fails to start and says so.
-func freePort() (string, error) {
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return "", err
+// freePorts returns n distinct loopback addresses whose ports were free a
+// moment ago: all n are held open together, so that the kernel cannot hand
+// out one port twice (which it did for two ports asked one after the
+// other, about once in 9,000 pairs). Another process may still take one
+// before the child listens; the child then fails to start and says so.
+func freePorts(n int) ([]string, error) {
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return nil, err
+		}
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
 	}
-	addr := ln.Addr().String()
-	return addr, ln.Close()
+	return addrs, nil
 }
 
 // procStats is what /proc tells about the child.

@@ -136,7 +136,8 @@ func TestTokenCommandErrors(t *testing.T) {
 // given, it prints a subscribe and a publish token that work at once.
 func TestServeDev(t *testing.T) {
 	bin := buildRelay(t)
-	addr, admin := freeAddr(t), freeAddr(t)
+	addrs := freeAddrs(t, 2)
+	addr, admin := addrs[0], addrs[1]
 	stdout := &testutil.SyncBuffer{}
 	cmd := exec.Command(bin, "serve", "--dev", "--listen", addr, "--admin-listen", admin)
 	cmd.Stdout = stdout

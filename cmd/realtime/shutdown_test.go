@@ -35,14 +35,19 @@ func buildRelay(t *testing.T) string {
 	return bin
 }
 
-// freeAddr returns a loopback address whose port was free a moment ago.
-func freeAddr(t *testing.T) string {
+// freeAddrs returns n distinct loopback addresses whose ports were free a
+// moment ago: held open together, so that the kernel cannot hand out one
+// port twice, as it may for ports asked one after the other.
+func freeAddrs(t *testing.T, n int) []string {
 	t.Helper()
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
-	require.NoError(t, err)
-	addr := ln.Addr().String()
-	require.NoError(t, ln.Close())
-	return addr
+	addrs := make([]string, n)
+	for i := range addrs {
+		ln, err := net.Listen("tcp", "127.0.0.1:0")
+		require.NoError(t, err)
+		defer ln.Close()
+		addrs[i] = ln.Addr().String()
+	}
+	return addrs
 }
 
 // child is a `realtime serve` process.
@@ -58,7 +63,8 @@ type child struct {
 // waits until it is ready. It is killed when the test ends, if still alive.
 func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
 	t.Helper()
-	c := &child{addr: freeAddr(t), admin: freeAddr(t), stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
+	addrs := freeAddrs(t, 2)
+	c := &child{addr: addrs[0], admin: addrs[1], stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
 	args = append([]string{"serve", "--listen", c.addr, "--admin-listen", c.admin, "--keys", key.String(),
 		"--log-format", "json", "--log-level", "warn"}, args...)
 	c.cmd = exec.Command(bin, args...)
