@@ -28,6 +28,10 @@ type channelState struct {
 	dirty        []*outbox
 	flushed      int
 	flushPending bool
+	// held lists the outboxes a batch's publish holds (see
+	// outbox.pushHeld) until its request adopts them; it lives here so
+	// that a restart releases the holds of a publish that crashed.
+	held []*outbox
 	// received counts the routed messages handled, for passivation.
 	received uint64
 	// incarnations counts Started messages: above 1 means a restart.
@@ -87,6 +91,7 @@ func (c *channel) Receive(ctx actor.Context) {
 	case *crashForTest:
 		panic("crashForTest")
 	case *actor.Stopped:
+		c.releaseHeld()
 		flushOutboxes(c.state.dirty[c.state.flushed:])
 		c.state.resetDirty()
 		if t := c.state.idleTimer; t != nil {
@@ -117,6 +122,7 @@ func (c *channel) started(ctx actor.Context) {
 	}
 	// A flushNow that was in flight may have been the message that crashed.
 	st.flushPending = false
+	c.releaseHeld() // a batch's publish may have crashed
 	frame := protocol.AppendReset(nil, st.name, c.history.Epoch(), c.history.Latest())
 	for _, s := range st.subs {
 		c.queue(s.out, frame, 0, false)
@@ -138,22 +144,32 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 		return
 	}
 	if !dup {
-		kicked := len(st.dirty)
+		// A batch's request holds the outboxes of the batch's messages,
+		// to write them with its other channels' messages in one write
+		// (see outbox.pushHeld); whoever else is writing them, or owes
+		// them a flush, leaves them to it. Not a fan-out larger than a
+		// slice: that one is written in slices.
+		var r *replies
+		if m.Batch && len(st.subs) <= flushSliceLen {
+			r = requestOf(ctx)
+		}
 		hook := c.cfg.BeforeDeliverForTest
 		for i, s := range st.subs {
 			if hook != nil {
 				hook(st.name, offset, i)
 			}
-			c.queue(s.out, frame, m.ReceivedAt, true)
+			switch {
+			case r == nil:
+				c.queue(s.out, frame, m.ReceivedAt, true)
+			case s.out.pushHeld(frame, m.ReceivedAt):
+				st.held = append(st.held, s.out) // a crash leaves them to the restart
+			}
 		}
-		// The outboxes this publish kicked are in dirty (a crash above
-		// leaves them to the restart's flush); a batch's request takes
-		// them, to write them with its other channels' messages. Not a
-		// fan-out larger than a slice: that one is written in slices.
-		if n := len(st.dirty) - kicked; m.Batch && n > 0 && n <= flushSliceLen && requestOf(ctx).adopt(st.dirty[kicked:]) {
-			clear(st.dirty[kicked:])
-			st.dirty = st.dirty[:kicked]
+		if r != nil && !r.adopt(st.held) {
+			c.releaseHeld() // the request has ended: this channel writes them
 		}
+		clear(st.held)
+		st.held = st.held[:0]
 		c.scheduleFlush(ctx)
 	}
 	ctx.Respond(&publishResult{Index: m.Index, Epoch: c.history.Epoch(), Offset: offset, Duplicate: dup})
@@ -223,6 +239,15 @@ func (c *channel) unsubscribe(ctx actor.Context, m *unsubscribe) {
 		c.queue(out, protocol.AppendAck(nil, m.ID), 0, false)
 		c.scheduleFlush(ctx)
 	}
+}
+
+// releaseHeld releases the holds in held, which no request adopted, and
+// takes on the flushes they leave (see outbox.release).
+func (c *channel) releaseHeld() {
+	st := c.state
+	st.dirty = append(st.dirty, releaseAll(st.held)...)
+	clear(st.held)
+	st.held = st.held[:0]
 }
 
 // queue pushes a frame into a subscriber's outbox and remembers the outbox

@@ -82,34 +82,38 @@ func TestFlushSweeps(t *testing.T) {
 }
 
 // TestRepliesFlushAdoptedAtTheEnd: a request of several messages writes
-// the outboxes its channels kicked when its last answer comes, not before,
+// the outboxes its channels held when its last answer comes, not before,
 // and after that leaves new ones to their channel. A dead letter (the hub
 // stopping) ends it too.
 func TestRepliesFlushAdoptedAtTheEnd(t *testing.T) {
 	h := newBenchHub(t)
 	defer func() { _ = h.Stop(t.Context()) }()
-	kicked := func(sock *recordingSocket, frames ...string) *outbox {
+	// held returns an outbox holding frames, each with a hold, as a batch's
+	// channels leave them.
+	held := func(sock *recordingSocket, frames ...string) []*outbox {
 		o := newOutbox(h.cfg, sock, nil)
+		var holds []*outbox
 		for _, f := range frames {
-			o.push([]byte(f), 0, true)
+			require.True(t, o.pushHeld([]byte(f), 0))
+			holds = append(holds, o)
 		}
-		return o
+		return holds
 	}
 
 	var a, b recordingSocket
 	r := newReplies(2)
-	require.True(t, r.adopt([]*outbox{kicked(&a, "a1", "a2")}))
+	require.True(t, r.adopt(held(&a, "a1", "a2")))
 	r.SendUserMessage(nil, &publishResult{Index: 0})
-	require.True(t, r.adopt([]*outbox{kicked(&b, "b1")}))
+	require.True(t, r.adopt(held(&b, "b1")))
 	assert.Empty(t, a.writes, "written only once every channel answered")
 	r.SendUserMessage(nil, &publishResult{Index: 1})
 	assert.Equal(t, []string{"a1\na2"}, a.writes)
 	assert.Equal(t, []string{"b1"}, b.writes)
-	assert.False(t, r.adopt([]*outbox{kicked(&b, "late")}), "an ended request adopts nothing")
+	assert.False(t, r.adopt(held(&b, "late")), "an ended request adopts nothing")
 
 	var c recordingSocket
 	r = newReplies(3)
-	require.True(t, r.adopt([]*outbox{kicked(&c, "c1")}))
+	require.True(t, r.adopt(held(&c, "c1")))
 	r.SendUserMessage(nil, &actor.DeadLetterResponse{})
 	assert.Equal(t, []string{"c1"}, c.writes)
 

@@ -69,9 +69,9 @@ type Config struct {
 	// PublishTimeout bounds how long a publish waits for its channel. Zero
 	// means 5s.
 	PublishTimeout time.Duration
-	// BatchHold bounds how long a batch request holds the outboxes its
-	// channels kicked, waiting for its slowest channel, before it writes
-	// them (see replies). Zero means 2ms: idle channels answer a batch in
+	// BatchHold bounds how long a batch request holds the outboxes of its
+	// messages, waiting for its slowest channel, before it writes them
+	// (see replies). Zero means 2ms: idle channels answer a batch in
 	// tens of microseconds.
 	BatchHold time.Duration
 

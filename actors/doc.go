@@ -14,12 +14,12 @@
 // starts over with a new epoch.
 //
 // A connection actor owns one WebSocket's subscriptions, its token deadline
-// and its outbox. Whoever first queues into an idle outbox flushes it (or
-// hands it to the batch request it is answering, which writes a batch's
-// messages to a connection in one write): a channel after the publishes
-// already in its mailbox (so a burst becomes one write), with non-blocking
-// writes on its own goroutine, split across
-// goroutines for a large fan-out, and a slice of outboxes at a time with
+// and its outbox. Whoever first queues into an idle outbox flushes it (but
+// a batch's messages hold their outboxes for the batch request, which
+// writes them to each connection in one write): a channel after the
+// publishes already in its mailbox (so a burst becomes one write), with
+// non-blocking writes on its own goroutine, split across goroutines for a
+// large fan-out, and a slice of outboxes at a time with
 // the mailbox served between slices, so that a publish arriving mid-fan-out
 // joins it (channel.flushSlice); a writer goroutine starts only for a
 // write that would block or finds the socket busy, a ping, a close, or a

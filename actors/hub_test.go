@@ -3,7 +3,9 @@ package actors
 import (
 	"context"
 	"fmt"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -247,4 +249,132 @@ func TestBatchHoldsOutboxesBriefly(t *testing.T) {
 	<-done
 	require.Eventually(t, func() bool { return written(&slow) == 2 },
 		10*time.Second, time.Millisecond, "the stuck channel's message written once it went on")
+}
+
+// TestBatchHeldBehindAFlush: a batch reaches a connection in one write
+// even when a flush of the connection's outbox is under way as the batch's
+// first messages come: the flush leaves them to the batch's request rather
+// than writing the part that has come so far. Here the flush's write has
+// returned (the client has it) but its goroutine waits, as on a loaded
+// machine, while two of the batch's three channels queue, and goes on
+// before the third.
+func TestBatchHeldBehindAFlush(t *testing.T) {
+	last := "site/dash/last"
+	lastReached, releaseLast := make(chan struct{}), make(chan struct{})
+	h := newTestHub(t, func(cfg *Config) {
+		cfg.PublishTimeout, cfg.BatchHold = time.Minute, time.Minute // only the last answer writes
+		cfg.BeforeDeliverForTest = func(channel string, _ uint64, _ int) {
+			if channel == last {
+				close(lastReached)
+				<-releaseLast
+			}
+		}
+	})
+	defer func() { _ = h.Stop(t.Context()) }()
+	letGo := sync.OnceFunc(func() { close(releaseLast) })
+	defer letGo() // before Stop, which waits for the last channel
+	sock := &gatedSocket{entered: make(chan struct{}), release: make(chan struct{})}
+	openGate := sync.OnceFunc(func() { close(sock.release) })
+	defer openGate()
+	wait := func(ch <-chan struct{}, what string) {
+		t.Helper()
+		select {
+		case <-ch:
+		case <-time.After(10 * time.Second):
+			t.Fatal(what)
+		}
+	}
+	// perWrite counts, in each write so far, the frames that contain s.
+	perWrite := func(s string) []int {
+		sock.mu.Lock()
+		defer sock.mu.Unlock()
+		var n []int
+		for _, w := range sock.writes {
+			c := 0
+			for f := range strings.SplitSeq(w, "\n") {
+				if strings.Contains(f, s) {
+					c++
+				}
+			}
+			n = append(n, c)
+		}
+		return n
+	}
+	total := func(s string) (n int) {
+		for _, c := range perWrite(s) {
+			n += c
+		}
+		return n
+	}
+
+	claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
+	c := h.Connect(ConnParams{Claims: claims, Socket: sock})
+	batch := []string{"site/dash/b0", "site/dash/b1", last}
+	for i, ch := range append([]string{"site/dash/other"}, batch...) {
+		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch, ID: protocol.ID{N: uint64(i + 1), Set: true}})
+	}
+	require.Eventually(t, func() bool { return total(`"site/dash/`) == 4 }, 10*time.Second, time.Millisecond, "acks written")
+	o := h.cfg.outboxes.lookup(c.pid.Id)
+	require.NotNil(t, o)
+
+	// A message of another channel: its flush writes it, then waits.
+	sock.armed.Store(true)
+	_, err := h.Publish(Publication{Channel: "site/dash/other", Event: "e", Data: "x"})
+	require.NoError(t, err)
+	wait(sock.entered, "the flush did not write")
+
+	published := make(chan struct{})
+	go func() {
+		defer close(published)
+		var ps []Publication
+		for _, ch := range batch {
+			ps = append(ps, Publication{Channel: ch, Event: "batch", Data: "x"})
+		}
+		_, errs := h.PublishBatch(ps)
+		for _, err := range errs {
+			assert.NoError(t, err)
+		}
+	}()
+	wait(lastReached, "the last channel did not deliver")
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.msgs == 2
+	}, 10*time.Second, time.Millisecond, "the first two channels queued behind the flush")
+
+	openGate()
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.state != flushing && o.state != writing
+	}, 10*time.Second, time.Millisecond, "the flush went on")
+	letGo()
+	wait(published, "the batch was not answered")
+	require.Eventually(t, func() bool { return total(`"event":"batch"`) == 3 }, 10*time.Second, time.Millisecond, "the batch written")
+	var batches []int
+	for _, n := range perWrite(`"event":"batch"`) {
+		if n > 0 {
+			batches = append(batches, n)
+		}
+	}
+	assert.Equal(t, []int{3}, batches, "one write carries the whole batch")
+}
+
+// gatedSocket is a recordingSocket whose first TryWrite once armed waits,
+// after the write, until release is closed: a flush whose write the client
+// has, on a goroutine the scheduler then leaves waiting.
+type gatedSocket struct {
+	recordingSocket
+	armed   atomic.Bool
+	entered chan struct{}
+	release chan struct{}
+}
+
+func (s *gatedSocket) TryWrite(parts [][]byte) (taken, done bool, err error) {
+	taken, done, err = s.recordingSocket.TryWrite(parts)
+	if s.armed.CompareAndSwap(true, false) {
+		close(s.entered)
+		<-s.release
+	}
+	return taken, done, err
 }

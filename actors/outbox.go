@@ -47,8 +47,7 @@ const (
 // outbox kicks it, and the pusher flushes it on its own goroutine with a
 // non-blocking write (a channel actor after its current burst of
 // publishes, see channel.flushSlice, so that a burst goes out in one
-// write; or the batch request it hands the outbox to, see replies, so
-// that a batch goes out in one write).
+// write).
 // Only a write that would block (or finds the socket busy), a ping, a
 // close, or a connection still receiving after a few inline writes starts
 // a writer goroutine, which waits for the socket and exits once the queue
@@ -59,6 +58,13 @@ const (
 // the server's own goroutines are: frames queued but not yet offered to the
 // socket (the outbox is kicked) are written first when they would pass it
 // (see makeRoomLocked).
+//
+// A batch request holds the outboxes its messages go to until its last
+// channel answers (see pushHeld and replies), so that a batch goes out in
+// one write: while an outbox is held, nobody takes its queue (a kick's
+// flush does nothing, and a flush or writer goroutine whose write returns
+// leaves it kicked), and the last hold released flushes it. Only the
+// bound cuts through a hold (see makeRoomLocked).
 type outbox struct {
 	// Static after newOutbox. The bounds and metrics come from cfg, which
 	// every outbox shares: each byte here is paid per connection.
@@ -92,6 +98,9 @@ type outbox struct {
 	// one. waiters counts them. Guarded by mu.
 	room    *sync.Cond
 	waiters int32
+	// holds counts the holds of batch requests (see pushHeld): while it is
+	// not 0, only makeRoomLocked takes the queue. Guarded by mu.
+	holds int32
 
 	// cur is the batch being written, owned by the holder of the writing
 	// turn (see next).
@@ -116,6 +125,48 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 	}
 	o.appendLocked(frame, receivedAt, isMsg)
 	return o.kickLocked()
+}
+
+// pushHeld queues a batch's message, as push does, and holds the outbox
+// for the batch's request: whoever is flushing or writing it, or owes it a
+// flush, leaves the queue until the hold is released (see release), so
+// that the batch's messages from all its channels go out in one write.
+// It reports whether it queued the frame and took a hold, which the
+// caller must release. A kick goes to the hold: its flush is owed by the
+// last release.
+func (o *outbox) pushHeld(frame []byte, receivedAt int64) (held bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if !o.admitLocked(1, len(frame)+1) {
+		return false
+	}
+	o.appendLocked(frame, receivedAt, true)
+	o.kickLocked()
+	o.holds++
+	return true
+}
+
+// release drops a hold that pushHeld took and reports whether the caller
+// must flush the outbox: the last hold went while something waits to be
+// written (the outbox is kicked).
+func (o *outbox) release() (flush bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	o.holds--
+	return o.holds == 0 && o.state == kicked
+}
+
+// releaseAll releases a hold on each of held (an outbox may appear more
+// than once) and returns, in held's array, the outboxes to flush.
+func releaseAll(held []*outbox) []*outbox {
+	flush := held[:0]
+	for _, o := range held {
+		if o.release() {
+			flush = append(flush, o)
+		}
+	}
+	clear(held[len(flush):])
+	return flush
 }
 
 // pushSubscribed queues a subscription's ack and, when the history could
@@ -169,9 +220,9 @@ func (o *outbox) admitLocked(frames, n int) bool {
 // or flushing have not been offered to the socket yet: they wait for the
 // server (a channel finishing its burst of publishes, a batch request
 // waiting for its last channel, a write that does not block), not for the
-// client. So when they are in the way they are written first, and only a
-// client behind its socket (the outbox is writing) meets the bound. mu is
-// released while they are written.
+// client. So when they are in the way they are written first, held or
+// not, and only a client behind its socket (the outbox is writing) meets
+// the bound. mu is released while they are written.
 func (o *outbox) makeRoomLocked(frames, n int) bool {
 	for !o.closed && !o.hasRoomLocked(frames, n) {
 		switch o.state {
@@ -180,7 +231,7 @@ func (o *outbox) makeRoomLocked(frames, n int) bool {
 			// still flushes it later, and then finds it written (see
 			// flush).
 			o.mu.Unlock()
-			o.flush()
+			o.write(o.take(true))
 			o.mu.Lock()
 		case flushing:
 			// Its write does not block, and then it takes the queue.
@@ -199,7 +250,8 @@ func (o *outbox) makeRoomLocked(frames, n int) bool {
 
 // wakeLocked wakes the pushers waiting for room (see makeRoomLocked), who
 // see whether they have it now: the queue was taken, the flush handed the
-// writing to a writer goroutine, or the outbox closed.
+// writing to a writer goroutine or left it to a hold, or the outbox
+// closed.
 func (o *outbox) wakeLocked() {
 	if o.waiters > 0 {
 		o.room.Broadcast()
@@ -283,9 +335,15 @@ func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (kick bool
 // the calling goroutine while the socket takes the bytes at once, and
 // through a writer goroutine when it would block (or for a ping or a
 // close). Calling it when the outbox is not kicked does nothing, so a
-// second flush of the same kick is harmless.
+// second flush of the same kick is harmless; nor when it is held (see
+// pushHeld): the last release flushes it.
 func (o *outbox) flush() {
-	for i, b := 0, o.take(); b != nil; i, b = i+1, o.next() {
+	o.write(o.take(false))
+}
+
+// write is flush from its first batch, b (nil: nothing to write).
+func (o *outbox) write(b *batch) {
+	for i := 0; b != nil; i, b = i+1, o.next() {
 		if b.ping || b.closeCode != 0 || i == maxInlineWrites {
 			o.handOff(b, false)
 			return
@@ -317,27 +375,29 @@ func (o *outbox) handOff(b *batch, pending bool) {
 }
 
 // take starts a flush: it turns a kicked outbox into a flushing one and
-// returns its first batch, or nil when the outbox was not kicked.
-func (o *outbox) take() *batch {
+// returns its first batch, or nil when the outbox was not kicked or, unless
+// force, is held.
+func (o *outbox) take(force bool) *batch {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	if o.state != kicked {
+	if o.state != kicked || o.holds > 0 && !force {
 		return nil
 	}
 	o.state = flushing
-	return o.nextLocked()
+	return o.nextLocked(force)
 }
 
 // next moves everything queued into o.cur and returns it, or returns nil
-// (and marks the outbox idle) when there is nothing. Only the holder of the
-// writing turn calls it; the batch is its own until its next call.
+// when there is nothing (the outbox is then idle) or the outbox is held
+// (it is then kicked, and the last release flushes it). Only the holder
+// of the writing turn calls it; the batch is its own until its next call.
 func (o *outbox) next() *batch {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	return o.nextLocked()
+	return o.nextLocked(false)
 }
 
-func (o *outbox) nextLocked() *batch {
+func (o *outbox) nextLocked(force bool) *batch {
 	defer o.wakeLocked() // the queue is taken, or the outbox idle
 	b := &o.cur
 	clear(b.parts) // do not pin the frames of messages already written
@@ -361,6 +421,12 @@ func (o *outbox) nextLocked() *batch {
 		if cap(o.parts) > maxIdleParts {
 			o.parts = nil
 		}
+		return nil
+	}
+	if o.holds > 0 && !force {
+		// A batch request is waiting for its last channel; it writes
+		// this with the rest of its messages.
+		o.state = kicked
 		return nil
 	}
 	// Swap the slices, so that a steady stream allocates none.

@@ -14,14 +14,16 @@ import (
 // of the relay's CPU per publish. Each publish carries its index in the set
 // and the channel's answer carries it back.
 //
-// A request of several messages also owns the outboxes its channels kicked
-// (adopt) and writes them when the last answer comes: a connection
+// A request of several messages also holds the outboxes its messages went
+// to (outbox.pushHeld; the channels hand the holds over with adopt) and
+// releases them, writing them, when the last answer comes: a connection
 // subscribed to several of the request's channels (a dashboard's gadgets)
-// then gets all its messages in one write instead of one per channel. The
+// then gets all its messages in one write instead of one per channel, even
+// when a write to it was under way or owed as the first message came. The
 // outboxes adopted from the channels that answered first wait for the
 // slowest, and so does whatever else queues into them meanwhile; so at
-// most Config.BatchHold: then the request writes what it adopted, and the
-// channels that answer later write their own.
+// most Config.BatchHold: then the request releases what it adopted, and
+// the channels that answer later release their own.
 //
 // Concurrency: answers arrive on the channels' goroutines, the waiter is
 // the publishing goroutine; mu guards the results and the adopted
@@ -33,8 +35,8 @@ type replies struct {
 	left    int              // guarded by mu: answers still missing
 	closed  bool             // guarded by mu: the waiter is gone; drop late answers
 	done    chan struct{}    // closed when left reaches 0
-	adopted []*outbox        // guarded by mu: kicked outboxes to flush at the end
-	ended   bool             // guarded by mu: adopted was handed out to flush; adopt no more
+	adopted []*outbox        // guarded by mu: held outboxes to release at the end
+	ended   bool             // guarded by mu: adopted was handed out to release; adopt no more
 }
 
 // requestOf returns the request a publish came from, or nil when its
@@ -48,8 +50,9 @@ func requestOf(ctx actor.Context) *replies {
 	return r
 }
 
-// adopt takes kicked outboxes, which it will flush, and reports whether
-// it did; a request that has ended (or is nil) leaves them to the caller.
+// adopt takes the holds on outboxes (see outbox.pushHeld), which it will
+// release, and reports whether it did; a request that has ended (or is
+// nil) leaves them to the caller.
 func (r *replies) adopt(outboxes []*outbox) bool {
 	if r == nil {
 		return false
@@ -64,7 +67,7 @@ func (r *replies) adopt(outboxes []*outbox) bool {
 }
 
 // endLocked stops adopting and returns what was adopted, for the caller
-// to flush once it has released mu.
+// to release and flush (releaseAndFlush) once it has released mu.
 func (r *replies) endLocked() []*outbox {
 	r.ended = true
 	out := r.adopted
@@ -79,7 +82,7 @@ func (r *replies) SendUserMessage(_ *actor.PID, message any) {
 	flush := r.takeLocked(msg)
 	r.mu.Unlock()
 	if len(flush) > 0 {
-		flushOutboxes(flush)
+		releaseAndFlush(flush)
 	}
 }
 
@@ -159,7 +162,7 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []publish, ti
 			r.mu.Lock()
 			flush := r.endLocked()
 			r.mu.Unlock()
-			flushOutboxes(flush)
+			releaseAndFlush(flush)
 		}
 	}
 	r.mu.Lock()
@@ -167,6 +170,12 @@ func publishAll(system *actor.ActorSystem, registry *actor.PID, ps []publish, ti
 	flush := r.endLocked() // a timeout: some channel never answered
 	results := r.results
 	r.mu.Unlock()
-	flushOutboxes(flush)
+	releaseAndFlush(flush)
 	return results
+}
+
+// releaseAndFlush releases the holds on held and flushes the outboxes
+// that the last hold left to it.
+func releaseAndFlush(held []*outbox) {
+	flushOutboxes(releaseAll(held))
 }
