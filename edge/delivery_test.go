@@ -98,7 +98,11 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 	ch := testutil.Channel("slow")
 	stalled.Send(`{"op":"sub","id":1,"ch":"` + ch + `"}`)
 	c := r.Dial(t, r.SubscribeToken(t))
-	c.Subscribe(1, ch) // ordered after the stalled client's sub in the channel
+	c.Subscribe(1, ch)
+	// Two connections' subscribes are not ordered: the stalled one's may
+	// reach the channel after the first publish (its ack then says offset
+	// 1 and message 1 never comes).
+	r.WaitMetric(t, "realtime_subscriptions", 2)
 
 	pub := r.PublishToken(t)
 	const n = 40
