@@ -356,8 +356,7 @@ func (o *outbox) write(b *batch) {
 		case !taken: // the socket is busy with a blocking write
 			o.handOff(b, false)
 			return
-		case !done:
-			o.cfg.Metrics.SocketWritesBlocked.Inc()
+		case !done: // the socket counts it as a write that blocked
 			o.handOff(b, true)
 			return
 		}

@@ -11,6 +11,7 @@ import (
 	"time"
 	"unsafe"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/lxzan/gws"
 )
 
@@ -36,6 +37,9 @@ type socket struct {
 	raw          syscall.RawConn // nil when writes cannot be non-blocking (TLS)
 	writeTimeout time.Duration
 	controlFD    func(fd uintptr) // s.writev for raw.Control, bound once: non-blocking writes are the common path
+	// blocked counts the frames the kernel could not take at once (see
+	// writev); nil counts nothing.
+	blocked *metrics.Counter
 
 	// closeBy is Close's write deadline (Unix ns), 0 before Close: later
 	// blocking writes must not extend it.
@@ -54,6 +58,9 @@ type socket struct {
 	hdr     [10]byte
 	pending [][]byte
 	held    *[][]byte
+	// waited: the kernel refused part of the pending frame at least once,
+	// and blocked counted it.
+	waited bool
 	// wait and werr are writev's mode and result.
 	wait bool
 	werr error
@@ -62,8 +69,8 @@ type socket struct {
 // errSocketClosed is what a write gets after the close frame.
 var errSocketClosed = errors.New("edge: websocket closed")
 
-func newSocket(nc net.Conn, writeTimeout time.Duration) *socket {
-	s := &socket{nc: nc, writeTimeout: writeTimeout}
+func newSocket(nc net.Conn, writeTimeout time.Duration, blocked *metrics.Counter) *socket {
+	s := &socket{nc: nc, writeTimeout: writeTimeout, blocked: blocked}
 	if sc, ok := nc.(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
@@ -228,6 +235,7 @@ func (s *socket) setFrameLocked(parts [][]byte) {
 		}
 	}
 	*s.held = s.pending // what release clears, and a grown array to reuse
+	s.waited = false
 }
 
 // flushPendingLocked writes what is pending, blocking.
@@ -287,6 +295,11 @@ const maxIovecs = 64
 // writev is what raw.Write calls with the file descriptor, which Go keeps
 // in non-blocking mode. It returns false to wait until the socket is
 // writable, true when done (s.werr says how).
+//
+// The first time the kernel refuses part of a frame, the frame counts as a
+// write that blocked: whether a TryWrite then leaves the rest to Write, or
+// a Write (a writer goroutine's, one that never tried without blocking)
+// waits for it. Over TLS (no descriptor) nothing is counted.
 func (s *socket) writev(fd uintptr) bool {
 	for len(s.pending) > 0 {
 		var iov [maxIovecs]syscall.Iovec
@@ -302,6 +315,12 @@ func (s *socket) writev(fd uintptr) bool {
 			s.consumeLocked(int(r))
 		case syscall.EINTR:
 		case syscall.EAGAIN:
+			if !s.waited {
+				s.waited = true
+				if s.blocked != nil {
+					s.blocked.Inc()
+				}
+			}
 			return !s.wait
 		default:
 			s.werr = errno

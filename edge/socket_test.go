@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/VictoriaMetrics/metrics"
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
@@ -31,7 +32,7 @@ func TestSocketFinishesPartialWrite(t *testing.T) {
 	// small (tiny ones make loopback TCP crawl on delayed ACKs).
 	require.NoError(t, server.SetWriteBuffer(64<<10))
 	require.NoError(t, client.SetReadBuffer(64<<10))
-	s := newSocket(server, 5*time.Second)
+	s := newSocket(server, 5*time.Second, nil)
 	require.NotNil(t, s.raw, "a TCP connection writes without blocking")
 
 	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB, far more than both buffers
@@ -67,12 +68,87 @@ func TestSocketFinishesPartialWrite(t *testing.T) {
 	assert.Equal(t, [][]byte{[]byte("small")}, <-got)
 }
 
+// Every frame that the kernel could not take at once counts once as a
+// write that blocked: one that TryWrite left for Write to finish, and one
+// that a Write, with no TryWrite before it (a writer goroutine's), had to
+// wait for. Frames taken at once do not count.
+func TestSocketCountsWritesThatWait(t *testing.T) {
+	server, client := sockettest.Pair(t)
+	require.NoError(t, server.SetWriteBuffer(64<<10))
+	require.NoError(t, client.SetReadBuffer(64<<10))
+	blocked := metrics.NewSet().NewCounter("blocked")
+	s := newSocket(server, 10*time.Second, blocked)
+	require.NotNil(t, s.raw)
+	big := bytes.Repeat([]byte("0123456789abcdef"), 1<<18) // 4 MiB, far more than both buffers
+
+	// readAll reads n frames in the background, once start is closed.
+	readAll := func(n int, start <-chan struct{}) <-chan [][]byte {
+		got := make(chan [][]byte, 1)
+		go func() {
+			<-start
+			var frames [][]byte
+			for range n {
+				frames = append(frames, readFrame(t, client))
+			}
+			got <- frames
+		}()
+		return got
+	}
+	receive := func(got <-chan [][]byte) [][]byte {
+		t.Helper()
+		select {
+		case frames := <-got:
+			return frames
+		case <-time.After(10 * time.Second):
+			t.Fatal("frames not received")
+			return nil
+		}
+	}
+
+	// A TryWrite cut short, finished by a Write with nothing more.
+	start := make(chan struct{})
+	got := readAll(1, start)
+	_, done, err := s.TryWrite([][]byte{big})
+	require.NoError(t, err)
+	require.False(t, done)
+	assert.Equal(t, uint64(1), blocked.Get())
+	close(start)
+	require.NoError(t, s.Write(nil))
+	assert.Equal(t, big, receive(got)[0])
+	assert.Equal(t, uint64(1), blocked.Get(), "finishing a frame counted already")
+
+	// A blocking Write that finds the buffers full: the client reads only
+	// once it has counted (or after 10 s, and the count below fails).
+	start = make(chan struct{})
+	got = readAll(1, start)
+	go func() {
+		defer close(start)
+		for deadline := time.Now().Add(10 * time.Second); blocked.Get() < 2 && time.Now().Before(deadline); {
+			time.Sleep(time.Millisecond)
+		}
+	}()
+	require.NoError(t, s.Write([][]byte{big}))
+	assert.Equal(t, big, receive(got)[0])
+	assert.Equal(t, uint64(2), blocked.Get(), "a Write that waited for the client")
+
+	// A small frame into drained buffers, both ways.
+	start = make(chan struct{})
+	close(start)
+	got = readAll(2, start)
+	_, done, err = s.TryWrite([][]byte{[]byte("small")})
+	require.NoError(t, err)
+	require.True(t, done)
+	require.NoError(t, s.Write([][]byte{[]byte("small")}))
+	assert.Len(t, receive(got), 2)
+	assert.Equal(t, uint64(2), blocked.Get(), "frames taken at once")
+}
+
 // A connection without a file descriptor (TLS) cannot write without
 // blocking: TryWrite keeps the whole frame and Write sends it.
 func TestSocketWithoutFDDefersToWrite(t *testing.T) {
 	server, client := net.Pipe()
 	t.Cleanup(func() { _ = server.Close(); _ = client.Close() })
-	s := newSocket(server, 5*time.Second)
+	s := newSocket(server, 5*time.Second, nil)
 	require.Nil(t, s.raw)
 
 	parts := [][]byte{[]byte(`{"op":"msg"}`), []byte("\n"), []byte(`{"op":"msg"}`)}
@@ -90,7 +166,7 @@ func TestSocketWithoutFDDefersToWrite(t *testing.T) {
 
 // Frame headers use the shortest length encoding RFC 6455 allows.
 func TestFrameLengthEncodings(t *testing.T) {
-	s := newSocket(nil, time.Second)
+	s := newSocket(nil, time.Second, nil)
 	for _, n := range []int{0, 125, 126, 65535, 65536} {
 		payload := bytes.Repeat([]byte{'x'}, n)
 		s.setFrameLocked([][]byte{payload[:n/2], payload[n/2:]})
@@ -116,7 +192,7 @@ func TestFrameLengthEncodings(t *testing.T) {
 func TestSocketTryWriteAfterLapsedDeadline(t *testing.T) {
 	server, client := sockettest.Pair(t)
 	const writeTimeout = 20 * time.Millisecond
-	s := newSocket(server, writeTimeout)
+	s := newSocket(server, writeTimeout, nil)
 	require.NoError(t, s.WritePing())
 	opcode, _, err := wsframe.ReadServerFrame(client)
 	require.NoError(t, err)
@@ -134,7 +210,7 @@ func TestSocketTryWriteAfterLapsedDeadline(t *testing.T) {
 // flush. It takes nothing, and the caller writes with Write later.
 func TestSocketTryWriteDoesNotWaitForABusySocket(t *testing.T) {
 	server, client := sockettest.Pair(t)
-	s := newSocket(server, 5*time.Second)
+	s := newSocket(server, 5*time.Second, nil)
 	s.mu.Lock() // a blocking write in progress
 	taken, done, err := s.TryWrite([][]byte{[]byte("later")})
 	require.NoError(t, err)
@@ -149,7 +225,7 @@ func TestSocketTryWriteDoesNotWaitForABusySocket(t *testing.T) {
 // whatever followed it, a close frame included, into garbage.
 func TestSocketFailedWriteIsFinal(t *testing.T) {
 	server, _ := sockettest.Pair(t)
-	s := newSocket(server, 5*time.Second)
+	s := newSocket(server, 5*time.Second, nil)
 	require.NoError(t, server.Close())
 	_, _, err := s.TryWrite([][]byte{[]byte("x")})
 	require.Error(t, err)
@@ -166,7 +242,7 @@ func TestCloseCutsAStuckWrite(t *testing.T) {
 	server, client := sockettest.Pair(t)
 	require.NoError(t, server.SetWriteBuffer(64<<10))
 	require.NoError(t, client.SetReadBuffer(64<<10))
-	s := newSocket(server, time.Minute)
+	s := newSocket(server, time.Minute, nil)
 	big := bytes.Repeat([]byte("x"), 4<<20)
 	taken, done, err := s.TryWrite([][]byte{big})
 	require.NoError(t, err)
@@ -191,7 +267,7 @@ func TestSocketWritevFailureIsFinal(t *testing.T) {
 	server, client := sockettest.Pair(t)
 	require.NoError(t, client.SetLinger(0))
 	require.NoError(t, client.Close()) // RST
-	s := newSocket(server, 5*time.Second)
+	s := newSocket(server, 5*time.Second, nil)
 	var err error
 	for range 100 { // the reset arrives with the next segments at the latest
 		if _, _, err = s.TryWrite([][]byte{bytes.Repeat([]byte("x"), 1<<10)}); err != nil {

@@ -108,7 +108,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 	if s.sendBufferPerConn.Load() {
 		limitSendBuffer(nc, s.cfg.SocketSendBufferBytes)
 	}
-	sock := newSocket(nc, s.cfg.SocketWriteTimeout)
+	sock := newSocket(nc, s.cfg.SocketWriteTimeout, s.metrics.SocketWritesBlocked)
 	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
 	req := upgradeRequests.Get().(*http.Request)
 	req.Header[secWebSocketKey][0] = string(key[:])
