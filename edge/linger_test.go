@@ -6,7 +6,6 @@ import (
 	"errors"
 	"io"
 	"log/slog"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -76,7 +75,7 @@ func serveTLS(t *testing.T, cfg edge.Config) *tlsServer {
 	t.Helper()
 	srv, err := edge.New(cfg)
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := srv.Listen("127.0.0.1:0")
 	require.NoError(t, err)
 	certFile, keyFile, pool := testutil.SelfSignedCert(t, t.TempDir())
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)

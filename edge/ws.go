@@ -3,6 +3,7 @@ package edge
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"crypto/tls"
 	"encoding/base64"
 	"errors"
@@ -156,14 +157,15 @@ func limitSendBuffer(nc net.Conn, n int) {
 
 // tuneListener sets two options on a TCP listening socket, which Linux
 // copies to every connection it accepts (TestTuneListener), so an upgrade
-// needs no setsockopt of its own. SO_SNDBUF (see limitSendBuffer): one call
+// needs no setsockopt of their own. SO_SNDBUF (see limitSendBuffer): one call
 // here instead of one per connection, which measured 5-7% of a connect's
 // server CPU. TCP_DEFER_ACCEPT of 1 s: accept returns a connection only once
 // its request has arrived, so fasthttp's first read finds it instead of
 // parking the worker in the poller until it comes; a client that connects
 // and sends nothing is held by the kernel (no descriptor, no goroutine) for
 // about a second and then handed over to ReadTimeout as before. It reports
-// whether SO_SNDBUF was set: if not, each upgrade sets it.
+// whether SO_SNDBUF was set: if not, each upgrade sets it. A connection
+// established before the listener was tuned has neither: see Listen.
 func tuneListener(ln net.Listener, sendBuffer int) bool {
 	tl, ok := ln.(*net.TCPListener)
 	if !ok {
@@ -173,13 +175,37 @@ func tuneListener(ln net.Listener, sendBuffer int) bool {
 	if err != nil {
 		return false
 	}
+	return tuneSocket(rc, sendBuffer) == nil
+}
+
+// tuneSocket sets tuneListener's options on a socket.
+func tuneSocket(rc syscall.RawConn, sendBuffer int) error {
 	var serr error
-	err = rc.Control(func(fd uintptr) {
+	err := rc.Control(func(fd uintptr) {
 		serr = syscall.SetsockoptInt(int(fd), syscall.SOL_SOCKET, syscall.SO_SNDBUF, sendBuffer)
 		// Best effort: without it every connection is served as before.
 		_ = syscall.SetsockoptInt(int(fd), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT, deferAcceptSeconds)
 	})
-	return err == nil && serr == nil
+	return errors.Join(err, serr)
+}
+
+// Listen listens on the TCP address addr, for Serve or ServeTLS, with the
+// socket tuned (tuneListener) before it listens: a client that connects
+// between a plain net.Listen and Serve gets an untuned connection, with
+// the kernel's autotuned send buffer (megabytes), which lets a client
+// that stopped reading stay unnoticed that much longer. No TCP keepalive
+// on accepted connections: the relay pings every WebSocket itself and
+// fasthttp closes idle HTTP connections, so the kernel's keepalive would
+// only cost three setsockopt calls per accepted connection (5% of a
+// connect storm's CPU).
+func (s *Server) Listen(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{
+		KeepAlive: -1,
+		Control: func(_, _ string, rc syscall.RawConn) error {
+			return tuneSocket(rc, s.cfg.SocketSendBufferBytes)
+		},
+	}
+	return lc.Listen(context.Background(), "tcp", addr)
 }
 
 // deferAcceptSeconds is the listener's TCP_DEFER_ACCEPT: Linux rounds it up

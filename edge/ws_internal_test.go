@@ -49,6 +49,35 @@ func TestTuneListener(t *testing.T) {
 	assert.False(t, tuneListener(struct{ net.Listener }{ln}, 48<<10))
 }
 
+// TestListenTunesBeforeItListens: a client that connects between Listen
+// and Serve (a test's first client, a load balancer's first probe) gets a
+// connection with the listener's SO_SNDBUF, not the kernel's autotuned
+// megabytes, which would let a client that stopped reading go unnoticed
+// that much longer.
+func TestListenTunesBeforeItListens(t *testing.T) {
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	s, err := New(Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), SocketSendBufferBytes: 48 << 10})
+	require.NoError(t, err)
+	defer func() { _ = s.hub.Stop(t.Context()) }()
+	ln, err := s.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	defer ln.Close()
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	_, err = client.Write([]byte("G")) // past TCP_DEFER_ACCEPT
+	require.NoError(t, err)
+	require.NoError(t, ln.(*net.TCPListener).SetDeadline(time.Now().Add(10*time.Second)))
+	server, err := ln.(*net.TCPListener).AcceptTCP()
+	require.NoError(t, err)
+	defer server.Close()
+	assert.Equal(t, 2*48<<10, sockettest.IntOption(t, server, syscall.SOL_SOCKET, syscall.SO_SNDBUF))
+	assert.Positive(t, sockettest.IntOption(t, ln.(*net.TCPListener), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT))
+}
+
 func TestHeaderHasToken(t *testing.T) {
 	f := func(value, token string, want bool) {
 		t.Helper()

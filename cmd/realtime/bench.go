@@ -7,6 +7,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"os/signal"
 	"runtime/pprof"
@@ -186,7 +187,7 @@ type benchOutput struct {
 
 // serveBaseline runs the baseline child of --baseline until SIGTERM.
 func serveBaseline(ctx context.Context, addr string) int {
-	ln, err := listenTCP(addr) // as the relay's, for a like-for-like baseline
+	ln, err := listenTCP(addr)
 	if err == nil {
 		err = loadgen.ServeBaseline(ctx, ln)
 	}
@@ -207,4 +208,12 @@ func (s *stringList) Set(v string) error { *s = append(*s, v); return nil }
 func isTerminal(f *os.File) bool {
 	st, err := f.Stat()
 	return err == nil && st.Mode()&os.ModeCharDevice != 0
+}
+
+// listenTCP listens on addr with TCP keepalive off for the accepted
+// connections, as edge.Server.Listen does (see there why), for a
+// like-for-like baseline.
+func listenTCP(addr string) (net.Listener, error) {
+	lc := net.ListenConfig{KeepAlive: -1}
+	return lc.Listen(context.Background(), "tcp", addr)
 }

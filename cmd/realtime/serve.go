@@ -111,7 +111,7 @@ func serve(args []string) error {
 	if err != nil {
 		return err
 	}
-	ln, err := listenTCP(*listen)
+	ln, err := srv.Listen(*listen)
 	if err != nil {
 		return err
 	}
@@ -230,13 +230,4 @@ Publish token (24h):
     -d '{"channel":"%[7]s","event":"AddAbsence","data":"hello"}'
 
 `, scheme, addr, key.ID, sub, pub, ws, ch)
-}
-
-// listenTCP listens on addr with TCP keepalive off for the accepted
-// connections. The relay pings every WebSocket itself and fasthttp closes
-// idle HTTP connections, so the kernel's keepalive would only cost three
-// setsockopt calls per accepted connection (5% of a connect storm's CPU).
-func listenTCP(addr string) (net.Listener, error) {
-	lc := net.ListenConfig{KeepAlive: -1}
-	return lc.Listen(context.Background(), "tcp", addr)
 }

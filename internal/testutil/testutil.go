@@ -71,7 +71,7 @@ func StartRelay(t testing.TB, configure ...func(*edge.Config)) *Relay {
 	}
 	srv, err := edge.New(cfg)
 	require.NoError(t, err)
-	ln, err := net.Listen("tcp", "127.0.0.1:0")
+	ln, err := srv.Listen("127.0.0.1:0")
 	require.NoError(t, err)
 	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
