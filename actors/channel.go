@@ -161,7 +161,7 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 			switch {
 			case r == nil:
 				c.queue(s.out, frame, m.ReceivedAt, true)
-			case s.out.pushHeld(frame, m.ReceivedAt):
+			case s.out.pushHeld(frame, m.ReceivedAt, r):
 				st.held = append(st.held, s.out) // a crash leaves them to the restart
 			}
 		}

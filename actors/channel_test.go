@@ -88,34 +88,56 @@ func TestFlushSweeps(t *testing.T) {
 func TestRepliesFlushAdoptedAtTheEnd(t *testing.T) {
 	h := newBenchHub(t)
 	defer func() { _ = h.Stop(t.Context()) }()
-	// held returns an outbox holding frames, each with a hold, as a batch's
-	// channels leave them.
-	held := func(sock *recordingSocket, frames ...string) []*outbox {
+	// held returns the holds of r on an outbox holding frames, as a batch's
+	// channels leave them: one, however many frames.
+	held := func(sock *recordingSocket, r *replies, frames ...string) []*outbox {
 		o := newOutbox(h.cfg, sock, nil)
 		var holds []*outbox
 		for _, f := range frames {
-			require.True(t, o.pushHeld([]byte(f), 0))
-			holds = append(holds, o)
+			if o.pushHeld([]byte(f), 0, r) {
+				holds = append(holds, o)
+			}
 		}
+		require.Len(t, holds, 1, "one hold per request")
 		return holds
 	}
 
 	var a, b recordingSocket
 	r := newReplies(2)
-	require.True(t, r.adopt(held(&a, "a1", "a2")))
+	require.True(t, r.adopt(held(&a, r, "a1", "a2")))
 	r.SendUserMessage(nil, &publishResult{Index: 0})
-	require.True(t, r.adopt(held(&b, "b1")))
+	require.True(t, r.adopt(held(&b, r, "b1")))
 	assert.Empty(t, a.writes, "written only once every channel answered")
 	r.SendUserMessage(nil, &publishResult{Index: 1})
 	assert.Equal(t, []string{"a1\na2"}, a.writes)
 	assert.Equal(t, []string{"b1"}, b.writes)
-	assert.False(t, r.adopt(held(&b, "late")), "an ended request adopts nothing")
+	assert.False(t, r.adopt(held(&b, r, "late")), "an ended request adopts nothing")
 
 	var c recordingSocket
 	r = newReplies(3)
-	require.True(t, r.adopt(held(&c, "c1")))
+	require.True(t, r.adopt(held(&c, r, "c1")))
 	r.SendUserMessage(nil, &actor.DeadLetterResponse{})
 	assert.Equal(t, []string{"c1"}, c.writes)
 
 	assert.False(t, (*replies)(nil).adopt(nil), "a publish not from a request of this node")
+}
+
+// TestOneHoldPerRequest: a request holds an outbox once, however many of
+// its channels reach it; another request holds it too, and it is written
+// at the last release only, with everything queued meanwhile.
+func TestOneHoldPerRequest(t *testing.T) {
+	h := newBenchHub(t)
+	defer func() { _ = h.Stop(t.Context()) }()
+	var sock recordingSocket
+	o := newOutbox(h.cfg, &sock, nil)
+	r1, r2 := newReplies(1), newReplies(1)
+	assert.True(t, o.pushHeld([]byte("1a"), 0, r1))
+	assert.False(t, o.pushHeld([]byte("1b"), 0, r1), "r1 holds it already")
+	assert.True(t, o.pushHeld([]byte("2a"), 0, r2))
+	assert.False(t, o.release(), "r2 still holds it")
+	o.flush() // a flush owed by someone else, while held
+	assert.Empty(t, sock.writes)
+	assert.True(t, o.release(), "the last hold leaves the flush to its releaser")
+	o.flush()
+	assert.Equal(t, []string{"1a\n1b\n2a"}, sock.writes)
 }
