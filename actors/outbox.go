@@ -136,8 +136,8 @@ func (o *outbox) push(frame []byte, receivedAt int64, isMsg bool) (kick bool) {
 // It reports whether it took a hold, which the caller must release: not
 // when the frame was refused, nor when by holds the outbox already (a
 // dashboard's other gadgets), so that a request releases each outbox
-// once, not once per channel (5% of a dashboard fan-out's CPU). A kick
-// goes to the hold: its flush is owed by the last release.
+// once, not once per channel. A kick goes to the hold: its flush is owed
+// by the last release.
 func (o *outbox) pushHeld(frame []byte, receivedAt int64, by *replies) (held bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
