@@ -183,6 +183,57 @@ func TestQueueBehindAFlushIsNotTheClients(t *testing.T) {
 	assert.Equal(t, []string{"a", "b\nc", "d"}, sock.writes)
 }
 
+// TestQueueBehindAWriterIsNotTheClients: as TestQueueBehindAFlush..., for
+// a writer goroutine (here started for a ping): what it offers without
+// blocking and the socket takes at once does not wait for the client, so
+// the frames queued behind it wait for it too rather than cut the client
+// off with 4008.
+func TestQueueBehindAWriterIsNotTheClients(t *testing.T) {
+	h := newTestHub(t, func(cfg *Config) { cfg.SendQueueMessages, cfg.SendQueueBytes = 2, 1<<20 })
+	defer func() { _ = h.Stop(t.Context()) }()
+	sock := &slowTrySocket{entered: make(chan struct{}, 1), release: make(chan struct{})}
+	sock.pinging, sock.pinged = make(chan struct{}), make(chan struct{})
+	o := newOutbox(h.cfg, sock, actor.NewPID("nonhost", "gone"))
+	o.push([]byte("a"), 0, true)
+	assert.False(t, o.requestPing(), "kicked already, by a")
+	o.flush() // the ping goes to a writer goroutine, with "a"
+	<-sock.pinging
+	o.push([]byte("b"), 0, true) // its next batch, offered without blocking
+	close(sock.pinged)
+	select {
+	case <-sock.entered: // the writer is writing "b"
+	case <-time.After(10 * time.Second):
+		t.Fatal("the writer did not offer b without blocking")
+	}
+	o.push([]byte("c"), 0, true)
+	o.push([]byte("d"), 0, true)
+	pushed := make(chan struct{})
+	go func() { // no room until the writer takes c and d
+		defer close(pushed)
+		if o.push([]byte("e"), 0, true) { // after the writer went idle
+			o.flush()
+		}
+	}()
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.waiters == 1 || o.closed
+	}, 10*time.Second, time.Millisecond, "the fifth push waits or is refused")
+	close(sock.release)
+	<-pushed
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.state == idle
+	}, 10*time.Second, time.Millisecond, "everything written")
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	assert.False(t, o.closed, "a client whose socket takes every write")
+	sock.mu.Lock()
+	defer sock.mu.Unlock()
+	assert.Equal(t, []string{"a", "b", "c\nd", "e"}, sock.writes)
+}
+
 // slowTrySocket takes every write whole, but its first TryWrite waits
 // until release is closed: a write that does not block, on a machine slow
 // to run it.
@@ -190,6 +241,17 @@ type slowTrySocket struct {
 	recordingSocket
 	entered chan struct{}
 	release chan struct{}
+	// pinging, when not nil, is closed as a ping is written, which then
+	// waits for pinged to be closed.
+	pinging, pinged chan struct{}
+}
+
+func (s *slowTrySocket) WritePing() error {
+	if s.pinging != nil {
+		close(s.pinging)
+		<-s.pinged
+	}
+	return nil
 }
 
 func (s *slowTrySocket) TryWrite(parts [][]byte) (taken, done bool, err error) {

@@ -29,12 +29,13 @@ const (
 	// kicked: something is queued and the pusher that set this state owes
 	// a flush; later pushes only queue, and go out with that flush.
 	kicked
-	// flushing: a flush is writing without blocking, on the goroutine that
-	// kicked the outbox; it takes whatever is queued when its write
-	// returns, at once.
+	// flushing: a flush (on the goroutine that kicked the outbox) or a
+	// writer goroutine is writing without blocking; it takes whatever is
+	// queued when its write returns, at once.
 	flushing
-	// writing: a writer goroutine is writing, and may wait for the client;
-	// it takes whatever is queued when its write returns.
+	// writing: a writer goroutine is writing blocking, waiting for the
+	// client (or for the socket, busy with another write); it takes
+	// whatever is queued when its write returns.
 	writing
 )
 
@@ -377,10 +378,7 @@ func (o *outbox) write(b *batch) {
 
 // handOff passes the writing turn from a flush to a writer goroutine.
 func (o *outbox) handOff(b *batch, pending bool) {
-	o.mu.Lock()
-	o.state = writing
-	o.wakeLocked()
-	o.mu.Unlock()
+	o.setState(writing)
 	go o.writeLoop(b, pending)
 }
 
@@ -481,11 +479,52 @@ func (o *outbox) writeLoop(first *batch, pending bool) {
 			o.sock.Close(b.closeCode, b.closeTimeout)
 			return
 		}
-		if err := b.write(o.sock, o.cfg.Metrics); err != nil {
+		if err := o.writeBatch(b); err != nil {
 			o.failed()
 			return
 		}
 	}
+}
+
+// writeBatch writes b on the writer goroutine. Frames are first offered
+// without blocking, with the outbox flushing, as a flush offers them, so
+// that a push that finds no room meanwhile waits for the queue to be taken
+// (makeRoomLocked). Only what must wait for the client (the socket could
+// not take it all, or is busy, or has no way to write without blocking,
+// as over TLS; or a ping) is written blocking, with the outbox writing,
+// and then a push that finds no room meets the bound.
+func (o *outbox) writeBatch(b *batch) error {
+	if !b.ping && b.frames > 0 {
+		o.setState(flushing)
+		taken, done, err := o.sock.TryWrite(b.parts)
+		if err == nil && taken && done {
+			b.written(o.cfg.Metrics)
+			return nil
+		}
+		o.setState(writing)
+		switch {
+		case err != nil:
+			return err
+		case taken: // the socket keeps the rest, which Write finishes
+			if err := o.sock.Write(nil); err != nil {
+				return err
+			}
+			b.written(o.cfg.Metrics)
+			return nil
+		}
+	}
+	o.setState(writing)
+	return b.write(o.sock, o.cfg.Metrics)
+}
+
+// setState moves the outbox to state, for the holder of the writing turn
+// (nobody else changes it meanwhile), and wakes the pushers waiting for
+// room, who see whether they still may wait.
+func (o *outbox) setState(state writeState) {
+	o.mu.Lock()
+	o.state = state
+	o.wakeLocked()
+	o.mu.Unlock()
 }
 
 // failed handles a write that failed: the socket is gone (or stuck past
