@@ -165,11 +165,11 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 				st.held = append(st.held, s.out) // a crash leaves them to the restart
 			}
 		}
-		if r != nil && !r.adopt(st.held) {
-			c.releaseHeld() // the request has ended: this channel writes them
+		if r.adopt(st.held) {
+			st.forgetHeld() // the request releases them
+		} else {
+			c.releaseHeld() // none, or the request has ended: this channel writes them
 		}
-		clear(st.held)
-		st.held = st.held[:0]
 		c.scheduleFlush(ctx)
 	}
 	ctx.Respond(&publishResult{Index: m.Index, Epoch: c.history.Epoch(), Offset: offset, Duplicate: dup})
@@ -246,6 +246,11 @@ func (c *channel) unsubscribe(ctx actor.Context, m *unsubscribe) {
 func (c *channel) releaseHeld() {
 	st := c.state
 	st.dirty = append(st.dirty, releaseAll(st.held)...)
+	st.forgetHeld()
+}
+
+// forgetHeld empties held, keeping its array.
+func (st *channelState) forgetHeld() {
 	clear(st.held)
 	st.held = st.held[:0]
 }

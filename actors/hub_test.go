@@ -162,18 +162,7 @@ func TestQueueBehindAFlushIsNotTheClients(t *testing.T) {
 	<-sock.entered // the flush is writing "a"
 	o.push([]byte("b"), 0, true)
 	o.push([]byte("c"), 0, true)
-	pushed := make(chan struct{})
-	go func() { // no room until the flush takes b and c
-		defer close(pushed)
-		if o.push([]byte("d"), 0, true) { // after the flush went idle
-			o.flush()
-		}
-	}()
-	require.Eventually(t, func() bool {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		return o.waiters == 1 || o.closed
-	}, 10*time.Second, time.Millisecond, "the fourth push waits or is refused")
+	pushed := pushIntoAFullQueue(t, o, "d") // no room until the flush takes the queue
 	close(sock.release)
 	<-pushed
 	<-flushed
@@ -207,18 +196,7 @@ func TestQueueBehindAWriterIsNotTheClients(t *testing.T) {
 	}
 	o.push([]byte("c"), 0, true)
 	o.push([]byte("d"), 0, true)
-	pushed := make(chan struct{})
-	go func() { // no room until the writer takes c and d
-		defer close(pushed)
-		if o.push([]byte("e"), 0, true) { // after the writer went idle
-			o.flush()
-		}
-	}()
-	require.Eventually(t, func() bool {
-		o.mu.Lock()
-		defer o.mu.Unlock()
-		return o.waiters == 1 || o.closed
-	}, 10*time.Second, time.Millisecond, "the fifth push waits or is refused")
+	pushed := pushIntoAFullQueue(t, o, "e") // no room until the writer takes the queue
 	close(sock.release)
 	<-pushed
 	require.Eventually(t, func() bool {
@@ -232,6 +210,25 @@ func TestQueueBehindAWriterIsNotTheClients(t *testing.T) {
 	sock.mu.Lock()
 	defer sock.mu.Unlock()
 	assert.Equal(t, []string{"a", "b", "c\nd", "e"}, sock.writes)
+}
+
+// pushIntoAFullQueue pushes frame from a goroutine of its own, flushing
+// it if the push kicked the outbox, and returns once that push waits for
+// room or was refused; pushed is closed when the push is done.
+func pushIntoAFullQueue(t *testing.T, o *outbox, frame string) (pushed <-chan struct{}) {
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		if o.push([]byte(frame), 0, true) { // after the writing went idle
+			o.flush()
+		}
+	}()
+	require.Eventually(t, func() bool {
+		o.mu.Lock()
+		defer o.mu.Unlock()
+		return o.waiters == 1 || o.closed
+	}, 10*time.Second, time.Millisecond, "the push waits or is refused")
+	return done
 }
 
 // slowTrySocket takes every write whole, but its first TryWrite waits

@@ -464,11 +464,10 @@ type batch struct {
 func (o *outbox) writeLoop(first *batch, pending bool) {
 	b := first
 	if pending {
-		if err := o.sock.Write(nil); err != nil {
+		if err := o.finish(b); err != nil {
 			o.failed()
 			return
 		}
-		b.written(o.cfg.Metrics)
 		b = o.next()
 	}
 	for ; b != nil; b = o.next() {
@@ -497,24 +496,28 @@ func (o *outbox) writeBatch(b *batch) error {
 	if !b.ping && b.frames > 0 {
 		o.setState(flushing)
 		taken, done, err := o.sock.TryWrite(b.parts)
-		if err == nil && taken && done {
-			b.written(o.cfg.Metrics)
-			return nil
-		}
-		o.setState(writing)
 		switch {
 		case err != nil:
-			return err
-		case taken: // the socket keeps the rest, which Write finishes
-			if err := o.sock.Write(nil); err != nil {
-				return err
-			}
+			return err // failed resets the state
+		case taken && done:
 			b.written(o.cfg.Metrics)
 			return nil
+		case taken:
+			o.setState(writing)
+			return o.finish(b)
 		}
 	}
 	o.setState(writing)
 	return b.write(o.sock, o.cfg.Metrics)
+}
+
+// finish writes, blocking, what a TryWrite of b left with the socket.
+func (o *outbox) finish(b *batch) error {
+	if err := o.sock.Write(nil); err != nil {
+		return err
+	}
+	b.written(o.cfg.Metrics)
+	return nil
 }
 
 // setState moves the outbox to state, for the holder of the writing turn

@@ -122,27 +122,28 @@ type detachment struct {
 func (d *detachment) reserve(release func()) { d.release = release }
 func (d *detachment) lingerOnClose()         { d.linger = true }
 
-// take marks the connection detached and returns it.
-func (d *detachment) take() net.Conn {
+// detach marks the connection detached and returns it (see detacher).
+func (d *detachment) detach() net.Conn {
 	d.served.remove(d)
 	d.detached.Store(true)
 	return d.conn
 }
 
 // close closes the connection unless it was detached, undoing a
-// reservation that no upgrade took.
+// reservation that no upgrade took. A lingering connection stays in the
+// set meanwhile, so that Shutdown's cut ends its lingering too.
 func (d *detachment) close() error {
 	if d.detached.Load() {
 		return nil
 	}
-	d.served.remove(d)
 	if r := d.release; r != nil {
 		d.release = nil
 		r()
 	}
-	if d.linger && !d.cut.Load() {
-		lingeringClose(d.conn)
+	if d.linger {
+		d.lingeringClose()
 	}
+	d.served.remove(d)
 	return d.conn.Close()
 }
 
@@ -167,12 +168,12 @@ func (d *detachment) keepCut(err error) error {
 
 // A refused request's connection lingers at most this long, reading and
 // discarding at most lingerBytes, before it is closed.
-const (
-	lingerTimeout = 2 * time.Second
-	lingerBytes   = 64 << 20
+var (
+	lingerTimeout = 2 * time.Second // a variable for a test's sake
+	lingerBytes   = int64(64 << 20)
 )
 
-// lingeringClose prepares c, whose request fasthttp refused before reading
+// lingeringClose prepares the connection, whose request fasthttp refused before reading
 // all of it (a body over the limit, headers too large), for Close. Closing
 // a socket with unread input makes the kernel send a reset, not an end of
 // stream, and a client still writing its body then gets "connection reset
@@ -181,13 +182,15 @@ const (
 // client still sends is read and discarded until it closes, lingerBytes, or
 // lingerTimeout, as Apache's lingering close does. Over TLS both steps act
 // on the TCP socket: the bytes are discarded, not decrypted, and the
-// client already has the response.
-func lingeringClose(c net.Conn) {
+// client already has the response. A cut (Shutdown) ends it, as it ends
+// any read.
+func (d *detachment) lingeringClose() {
+	c := d.conn
 	if tc, ok := c.(*tls.Conn); ok {
 		c = tc.NetConn()
 	}
 	hc, ok := c.(interface{ CloseWrite() error })
-	if !ok || hc.CloseWrite() != nil || c.SetReadDeadline(time.Now().Add(lingerTimeout)) != nil {
+	if !ok || hc.CloseWrite() != nil || d.keepCut(c.SetReadDeadline(time.Now().Add(lingerTimeout))) != nil {
 		return
 	}
 	_, _ = io.CopyN(io.Discard, c, lingerBytes)
@@ -205,8 +208,7 @@ type detachableConn struct {
 	detachment
 }
 
-func (c *detachableConn) detach() net.Conn { return c.take() }
-func (c *detachableConn) Close() error     { return c.close() }
+func (c *detachableConn) Close() error { return c.close() }
 func (c *detachableConn) SetDeadline(t time.Time) error {
 	return c.keepCut(c.Conn.SetDeadline(t))
 }
@@ -219,8 +221,7 @@ type detachableTLSConn struct {
 	detachment
 }
 
-func (c *detachableTLSConn) detach() net.Conn { return c.take() }
-func (c *detachableTLSConn) Close() error     { return c.close() }
+func (c *detachableTLSConn) Close() error { return c.close() }
 func (c *detachableTLSConn) SetDeadline(t time.Time) error {
 	return c.keepCut(c.Conn.SetDeadline(t))
 }

@@ -1,10 +1,13 @@
 package edge
 
 import (
+	"bufio"
 	"context"
 	"crypto/tls"
+	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"strconv"
 	"syscall"
@@ -76,6 +79,50 @@ func TestListenTunesBeforeItListens(t *testing.T) {
 	defer server.Close()
 	assert.Equal(t, 2*48<<10, sockettest.IntOption(t, server, syscall.SOL_SOCKET, syscall.SO_SNDBUF))
 	assert.Positive(t, sockettest.IntOption(t, ln.(*net.TCPListener), syscall.IPPROTO_TCP, syscall.TCP_DEFER_ACCEPT))
+}
+
+// TestShutdownCutsALinger: a connection lingering after a refused request
+// (its client neither sends the rest nor closes) does not outlive Shutdown
+// for the linger's time, here an hour: Shutdown's cut ends it as any read,
+// and the socket is closed.
+func TestShutdownCutsALinger(t *testing.T) {
+	defer func(d time.Duration) { lingerTimeout = d }(lingerTimeout)
+	lingerTimeout = time.Hour
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	s, err := New(Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), MaxDataBytes: 1024})
+	require.NoError(t, err)
+	ln, err := s.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	served := make(chan error, 1)
+	go func() { served <- s.Serve(ln) }()
+
+	client, err := net.Dial("tcp", ln.Addr().String())
+	require.NoError(t, err)
+	defer client.Close()
+	require.NoError(t, client.SetDeadline(time.Now().Add(10*time.Second)))
+	_, err = client.Write([]byte("POST /v1/publish HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 1000000\r\n\r\n"))
+	require.NoError(t, err)
+	br := bufio.NewReader(client)
+	resp, err := http.ReadResponse(br, nil)
+	require.NoError(t, err)
+	require.Equal(t, http.StatusRequestEntityTooLarge, resp.StatusCode)
+	_, _ = io.Copy(io.Discard, resp.Body)
+
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	require.NoError(t, s.Shutdown(ctx, 0))
+	require.NoError(t, <-served)
+	_, err = br.ReadByte()
+	require.ErrorIs(t, err, io.EOF, "the relay half-closed")
+	// A lingering relay reads and discards what the client still sends; a
+	// closed socket answers it with a reset, which fails a later write.
+	assert.Eventually(t, func() bool {
+		_, err := client.Write([]byte("x"))
+		return err != nil
+	}, 10*time.Second, time.Millisecond, "the lingering connection was closed")
 }
 
 func TestHeaderHasToken(t *testing.T) {
