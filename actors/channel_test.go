@@ -140,4 +140,15 @@ func TestOneHoldPerRequest(t *testing.T) {
 	assert.True(t, o.release(), "the last hold leaves the flush to its releaser")
 	o.flush()
 	assert.Equal(t, []string{"1a\n1b\n2a"}, sock.writes)
+
+	// Interleaved, r1 holds it twice (r2 took the last hold between), and
+	// releases it twice: only the last release of all flushes.
+	assert.True(t, o.pushHeld([]byte("1c"), 0, r1))
+	assert.True(t, o.pushHeld([]byte("2b"), 0, r2))
+	assert.True(t, o.pushHeld([]byte("1d"), 0, r1))
+	flush := releaseAll([]*outbox{o, o})
+	assert.Empty(t, flush, "r2 still holds it")
+	assert.Equal(t, []*outbox{o}, releaseAll([]*outbox{o}))
+	o.flush()
+	assert.Equal(t, []string{"1a\n1b\n2a", "1c\n2b\n1d"}, sock.writes)
 }

@@ -437,3 +437,49 @@ func (s *gatedSocket) TryWrite(parts [][]byte) (taken, done bool, err error) {
 	}
 	return taken, done, err
 }
+
+// TestCrashReleasesHolds: a channel that crashes in mid-fan-out of a
+// batch's message, after it held some of its subscribers' outboxes for the
+// request, releases them on its restart: they are written (the message,
+// then the reset), not held forever.
+func TestCrashReleasesHolds(t *testing.T) {
+	crash := "site/dash/crash"
+	var crashed atomic.Bool
+	h := newTestHub(t, func(cfg *Config) {
+		cfg.PublishTimeout = time.Second
+		cfg.BeforeDeliverForTest = func(channel string, _ uint64, i int) {
+			if channel == crash && i == 1 && crashed.CompareAndSwap(false, true) {
+				panic("crash in mid-fan-out")
+			}
+		}
+	})
+	defer func() { _ = h.Stop(t.Context()) }()
+	claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
+	var socks [2]recordingSocket
+	for i := range socks {
+		c := h.Connect(ConnParams{Claims: claims, Socket: &socks[i]})
+		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: crash, ID: protocol.ID{N: 1, Set: true}})
+	}
+	written := func(s *recordingSocket, what string) bool {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		for _, w := range s.writes {
+			if strings.Contains(w, what) {
+				return true
+			}
+		}
+		return false
+	}
+	require.Eventually(t, func() bool { return written(&socks[0], `"ack"`) && written(&socks[1], `"ack"`) },
+		10*time.Second, time.Millisecond, "acks written")
+
+	h.PublishBatch([]Publication{{Channel: crash, Event: "batch", Data: "x"}, {Channel: "site/dash/other", Event: "batch", Data: "x"}})
+	require.True(t, crashed.Load())
+	// The first subscriber in the channel's order (either socket: they
+	// subscribed concurrently) had its outbox held; a held outbox would
+	// not write the reset either.
+	assert.Eventually(t, func() bool { return written(&socks[0], `"reset"`) && written(&socks[1], `"reset"`) },
+		10*time.Second, time.Millisecond, "both written after the restart")
+	assert.NotEqual(t, written(&socks[0], `"event":"batch"`), written(&socks[1], `"event":"batch"`),
+		"the held outbox wrote the message it held, the other never got it")
+}

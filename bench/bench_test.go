@@ -179,14 +179,17 @@ func TestRampSmoke(t *testing.T) {
 
 	res = ramp(time.Nanosecond)
 	require.Len(t, res.Steps, 2, "the first step, and its second attempt")
+	p99 := 0
 	for _, st := range res.Steps {
 		assert.False(t, st.Held)
 		assert.False(t, st.Refine)
 		assert.InDelta(t, 40, st.TargetRate, 0)
 		if !strings.Contains(st.Why, short) {
 			assert.Contains(t, st.Why, "p99")
+			p99++
 		}
 	}
+	assert.Positive(t, p99, "at least one attempt judged on its p99: %+v", res.Steps)
 	assert.Zero(t, res.CapacityRate)
 }
 
