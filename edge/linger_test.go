@@ -38,17 +38,12 @@ func TestRefusedRequestAnsweredNotReset(t *testing.T) {
 		assert.Equal(t, http.StatusRequestHeaderFieldsTooLarge, resp.StatusCode, body)
 	})
 	t.Run("body over the limit, over TLS", func(t *testing.T) {
-		key, err := auth.GenerateKey("test")
-		require.NoError(t, err)
-		keys, err := auth.NewKeyring(key)
-		require.NoError(t, err)
-		cfg := edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), MaxDataBytes: 1024}
-		srv := serveTLS(t, cfg)
+		srv := serveTLS(t, func(cfg *edge.Config) { cfg.MaxDataBytes = 1024 })
 		client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: srv.ClientConf}}
 		defer client.CloseIdleConnections()
 		req, err := http.NewRequest(http.MethodPost, "https://"+srv.Addr+"/v1/publish", strings.NewReader(strings.Repeat("x", huge)))
 		require.NoError(t, err)
-		req.Header.Set("Authorization", "Bearer "+(&testutil.Relay{Key: key}).PublishToken(t))
+		req.Header.Set("Authorization", "Bearer "+srv.Tokens.PublishToken(t))
 		req.Header.Set("Content-Type", "application/json")
 		resp, err := client.Do(req)
 		require.NoError(t, err)
@@ -66,13 +61,23 @@ func TestRefusedRequestAnsweredNotReset(t *testing.T) {
 type tlsServer struct {
 	*edge.Server
 	Addr       string
-	ClientConf *tls.Config // trusts the server's certificate
+	ClientConf *tls.Config     // trusts the server's certificate
+	Tokens     *testutil.Relay // mints tokens of the server's key
 	served     chan error
 	stopped    bool
 }
 
-func serveTLS(t *testing.T, cfg edge.Config) *tlsServer {
+// serveTLS starts it with a fresh key; configure may change the config.
+func serveTLS(t *testing.T, configure ...func(*edge.Config)) *tlsServer {
 	t.Helper()
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	cfg := edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)}
+	for _, f := range configure {
+		f(&cfg)
+	}
 	srv, err := edge.New(cfg)
 	require.NoError(t, err)
 	ln, err := srv.Listen("127.0.0.1:0")
@@ -84,6 +89,7 @@ func serveTLS(t *testing.T, cfg edge.Config) *tlsServer {
 		Server:     srv,
 		Addr:       ln.Addr().String(),
 		ClientConf: &tls.Config{RootCAs: pool, ServerName: "127.0.0.1", MinVersion: tls.VersionTLS12},
+		Tokens:     &testutil.Relay{Key: key},
 		served:     make(chan error, 1),
 	}
 	go func() {

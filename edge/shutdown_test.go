@@ -168,11 +168,7 @@ func TestShutdownCutsHalfSentRequests(t *testing.T) {
 // TestShutdownCutsHalfHandshakes: a TLS client that sent half a handshake
 // and stopped does not hold Shutdown for the read timeout (here an hour).
 func TestShutdownCutsHalfHandshakes(t *testing.T) {
-	key, err := auth.GenerateKey("test")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	srv := serveTLS(t, edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), ReadTimeout: time.Hour})
+	srv := serveTLS(t, func(cfg *edge.Config) { cfg.ReadTimeout = time.Hour })
 	half, err := net.DialTimeout("tcp", srv.Addr, testutil.Wait)
 	require.NoError(t, err)
 	defer half.Close()

@@ -5,7 +5,6 @@ import (
 	"bytes"
 	"context"
 	"crypto/tls"
-	"log/slog"
 	"net"
 	"net/http"
 	"strings"
@@ -15,7 +14,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
 	"github.com/realtime-relay/realtime/internal/wsframe"
@@ -26,14 +24,8 @@ import (
 // Shutdown is not held by it. crypto/tls's own Close would first try to
 // write a close_notify alert for 5 s to a client whose buffers are full.
 func TestTLSStalledClientClosedAtCloseTimeout(t *testing.T) {
-	key, err := auth.GenerateKey("test")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	cfg := edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)}
-	cfg.Actors.CloseTimeout = 200 * time.Millisecond
-	srv := serveTLS(t, cfg)
-	addr, clientConf, tokens := srv.Addr, srv.ClientConf, &testutil.Relay{Key: key}
+	srv := serveTLS(t, func(cfg *edge.Config) { cfg.Actors.CloseTimeout = 200 * time.Millisecond })
+	addr, clientConf, tokens := srv.Addr, srv.ClientConf, srv.Tokens
 	ch := testutil.Channel("stalled")
 
 	// A WSS client that subscribes and then never reads, with a small

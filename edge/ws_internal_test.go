@@ -58,12 +58,7 @@ func TestTuneListener(t *testing.T) {
 // megabytes, which would let a client that stopped reading go unnoticed
 // that much longer.
 func TestListenTunesBeforeItListens(t *testing.T) {
-	key, err := auth.GenerateKey("test")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	s, err := New(Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), SocketSendBufferBytes: 48 << 10})
-	require.NoError(t, err)
+	s := newTestServer(t, Config{SocketSendBufferBytes: 48 << 10})
 	defer func() { _ = s.hub.Stop(t.Context()) }()
 	ln, err := s.Listen("127.0.0.1:0")
 	require.NoError(t, err)
@@ -88,12 +83,7 @@ func TestListenTunesBeforeItListens(t *testing.T) {
 func TestShutdownCutsALinger(t *testing.T) {
 	defer func(d time.Duration) { lingerTimeout = d }(lingerTimeout)
 	lingerTimeout = time.Hour
-	key, err := auth.GenerateKey("test")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	s, err := New(Config{Keys: keys, Logger: slog.New(slog.DiscardHandler), MaxDataBytes: 1024})
-	require.NoError(t, err)
+	s := newTestServer(t, Config{MaxDataBytes: 1024})
 	ln, err := s.Listen("127.0.0.1:0")
 	require.NoError(t, err)
 	served := make(chan error, 1)
@@ -195,12 +185,7 @@ func TestDetachment(t *testing.T) {
 // its TCP socket before TLS hides it, so TLS connections need no
 // setsockopt of their own either.
 func TestServeTLSTunesTheTCPListener(t *testing.T) {
-	key, err := auth.GenerateKey("k")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	s, err := New(Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)})
-	require.NoError(t, err)
+	s := newTestServer(t, Config{})
 	ln, err := net.ListenTCP("tcp", &net.TCPAddr{IP: net.IPv4(127, 0, 0, 1)})
 	require.NoError(t, err)
 	served := make(chan error, 1)
@@ -244,4 +229,18 @@ func TestCutReadsOutlastLaterDeadlines(t *testing.T) {
 		_, err := c.Read(make([]byte, 1))
 		assert.ErrorIs(t, err, os.ErrDeadlineExceeded, name)
 	}
+}
+
+// newTestServer builds a Server of cfg with a fresh key and no logging
+// (the tests in package edge cannot use testutil, which imports edge).
+func newTestServer(t *testing.T, cfg Config) *Server {
+	t.Helper()
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	cfg.Keys, err = auth.NewKeyring(key)
+	require.NoError(t, err)
+	cfg.Logger = slog.New(slog.DiscardHandler)
+	s, err := New(cfg)
+	require.NoError(t, err)
+	return s
 }
