@@ -75,18 +75,37 @@ func newClient(base *url.URL, roots *x509.CertPool, publishers int) *fasthttp.Ho
 	}
 }
 
-// run publishes until end at reqRate requests per second. A publisher that
-// falls behind sends at once until it has caught up, but never past end
-// (plus one interval of grace), so the achieved rate shows whether the
-// target was held.
-func (p *publisher) run(ctx context.Context, start, end time.Time, reqRate float64) {
+// schedule is when one publisher sends: its k-th request at first + k
+// intervals.
+type schedule struct {
+	first    time.Time
+	interval time.Duration
+}
+
+// staggered is the schedule of publisher i of p, each sending reqRate
+// requests a second from start. The publishers take turns, i/p of an
+// interval apart, so that together they post evenly at p*reqRate. Started
+// together they would send p requests at the same instant: a burst whose
+// writes the relay coalesces (cheaper per message than the rate deserves)
+// and whose latency it pays for (the last of the p waits for the others).
+func staggered(start time.Time, reqRate float64, i, p int) schedule {
 	interval := time.Duration(float64(time.Second) / reqRate)
-	stop := end.Add(interval)
+	return schedule{first: start.Add(interval * time.Duration(i) / time.Duration(p)), interval: interval}
+}
+
+func (s schedule) at(k int) time.Time { return s.first.Add(time.Duration(k) * s.interval) }
+
+// run publishes on its schedule until end. A publisher that falls behind
+// sends at once until it has caught up, but never past end (plus one
+// interval of grace), so the achieved rate shows whether the target was
+// held.
+func (p *publisher) run(ctx context.Context, s schedule, end time.Time) {
+	stop := end.Add(s.interval)
 	timer := time.NewTimer(0)
 	defer timer.Stop()
 	<-timer.C
 	for k := 0; ; k++ {
-		at := start.Add(time.Duration(k) * interval)
+		at := s.at(k)
 		if !at.Before(end) || !time.Now().Before(stop) {
 			return
 		}

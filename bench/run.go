@@ -442,8 +442,8 @@ func (r *run) publishPhase(ctx context.Context, rate float64, d time.Duration) p
 	start := time.Now()
 	end := start.Add(d)
 	var wg sync.WaitGroup
-	for _, pb := range pubs {
-		wg.Go(func() { pb.run(ctx, start, end, reqRate) })
+	for i, pb := range pubs {
+		wg.Go(func() { pb.run(ctx, staggered(start, reqRate, i, p), end) })
 	}
 	done := make(chan struct{})
 	go func() { wg.Wait(); close(done) }()

@@ -6,6 +6,7 @@ import (
 	"io"
 	"net/url"
 	"os/exec"
+	"slices"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -66,6 +67,23 @@ func TestChurnPlan(t *testing.T) {
 	assert.Equal(t, start, p.slot(0, 0))
 	assert.Equal(t, start.Add(250*time.Millisecond), p.slot(1, 0))
 	assert.Equal(t, start.Add(2750*time.Millisecond), p.slot(3, 2))
+}
+
+// Four publishers at 12.5 requests a second each post 50 a second evenly,
+// one every 20 ms, not four at the same instant every 80 ms.
+func TestPublishersTakeTurns(t *testing.T) {
+	start := time.Unix(100, 0)
+	var sends []time.Time
+	for i := range 4 {
+		s := staggered(start, 12.5, i, 4)
+		for k := range 5 {
+			sends = append(sends, s.at(k))
+		}
+	}
+	slices.SortFunc(sends, time.Time.Compare)
+	for i, at := range sends {
+		assert.Equal(t, start.Add(time.Duration(i)*20*time.Millisecond), at, "send %d", i)
+	}
 }
 
 func TestSlowShare(t *testing.T) {
