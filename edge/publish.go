@@ -111,8 +111,8 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 	// Validate every item first; only the valid ones are published, and the
 	// answer keeps the request's order.
 	items := make([]batchItem, len(raw))
-	var pubs []actors.Publication
-	var at []int // at[j] is the item index of pubs[j]
+	pubs := make([]actors.Publication, 0, len(raw))
+	at := make([]int, 0, len(raw)) // at[j] is the item index of pubs[j]
 	for i, r := range raw {
 		p, e := s.decodePublication(claims, r, protocol.DecodeBatchItem)
 		if e != nil {
@@ -131,7 +131,8 @@ func (s *Server) publishBatch(ctx *fasthttp.RequestCtx, claims auth.Claims, star
 	for j, i := range at {
 		items[i] = batchItem{res: results[j], err: s.published(errs[j], results[j])}
 	}
-	body := []byte(`{"results":[`)
+	body := make([]byte, 0, len(`{"results":[]}`)+len(items)*resultLen)
+	body = append(body, `{"results":[`...)
 	for i, it := range items {
 		if i > 0 {
 			body = append(body, ',')
@@ -206,6 +207,10 @@ func (s *Server) published(err error, res actors.PublishResult) *apiError {
 func publication(p protocol.Publish, at time.Time) actors.Publication {
 	return actors.Publication{Channel: p.Channel, Event: p.Event, Data: p.Data, IdempotencyKey: p.IdempotencyKey, ReceivedAt: at}
 }
+
+// resultLen is about the length of one appended result, to size a batch's
+// answer at once: {"epoch":"<12 hex>","offset":<up to 10 digits>}.
+const resultLen = 48
 
 func appendResult(dst []byte, r actors.PublishResult) []byte {
 	dst = append(dst, `{"epoch":`...)
