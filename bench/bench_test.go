@@ -4,9 +4,13 @@ import (
 	"context"
 	"fmt"
 	"net"
+	"net/http"
+	"os"
 	"os/exec"
+	"os/signal"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -21,6 +25,10 @@ import (
 )
 
 func TestMain(m *testing.M) {
+	if os.Getenv(fakeChildEnv) != "" {
+		fakeChild()
+		return
+	}
 	// The in-process relay's protoactor system throttles dead-letter logs
 	// (messages to connection actors that just stopped, which a bench's
 	// closing burst produces) with a goroutine that ends after its 1s
@@ -32,6 +40,32 @@ func TestMain(m *testing.M) {
 		goleak.IgnoreAnyFunction("github.com/valyala/fasthttp.(*HostClient).connsCleaner"),
 	}, testutil.LeakOptions...)
 	goleak.VerifyTestMain(m, opts...)
+}
+
+// fakeChildEnv makes this test binary a stand-in for a child relay or
+// baseline (see TestSpawnRetriesATakenPort): it listens where the child's
+// readiness is asked (--admin-listen or --baseline-serve), answers /readyz,
+// and exits on SIGTERM; like the real child, it exits 1 when it cannot
+// listen.
+const fakeChildEnv = "REALTIME_BENCH_FAKE_CHILD"
+
+func fakeChild() {
+	var addr string
+	for i, a := range os.Args[:len(os.Args)-1] {
+		if a == "--admin-listen" || a == "--baseline-serve" {
+			addr = os.Args[i+1]
+		}
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	go func() { _ = http.Serve(ln, http.HandlerFunc(func(http.ResponseWriter, *http.Request) {})) }()
+	stop := make(chan os.Signal, 1)
+	signal.Notify(stop, syscall.SIGTERM)
+	<-stop
+	os.Exit(0)
 }
 
 // smoke is a fanout small enough for -race on 2 cores: 2 channels x 5

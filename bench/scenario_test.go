@@ -4,7 +4,10 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"net/http"
+	"net/http/httptest"
 	"net/url"
+	"os"
 	"os/exec"
 	"slices"
 	"strings"
@@ -158,6 +161,33 @@ func TestEndedSubscriptionNotExpected(t *testing.T) {
 	sub(true).end(io.EOF)
 	assert.Equal(t, int64(1), live.Load(), "closed by the run")
 	assert.Equal(t, int64(2), ctr.readErrors.Load())
+}
+
+// TestSpawnRetriesATakenPort: another process takes the child's port
+// between freePorts and the child's listen, and answers /readyz there as a
+// relay would. That answer must not count as the child's: the child fails
+// to listen, and is started again on other ports.
+func TestSpawnRetriesATakenPort(t *testing.T) {
+	other := httptest.NewServer(http.HandlerFunc(func(http.ResponseWriter, *http.Request) {}))
+	defer other.Close()
+	taken := other.Listener.Addr().String()
+	calls := 0
+	freePortsFn = func(n int) ([]string, error) {
+		if calls++; calls == 1 {
+			return []string{taken}, nil
+		}
+		return freePorts(n)
+	}
+	defer func() { freePortsFn = freePorts }()
+	t.Setenv("REALTIME_BENCH_FAKE_CHILD", "1") // the child is this test binary (see TestMain)
+	self, err := os.Executable()
+	require.NoError(t, err)
+
+	tg, err := startBaseline(t.Context(), &Config{ServerBinary: self})
+	require.NoError(t, err)
+	assert.NotEqual(t, taken, tg.base.Host, "the other process's answer was taken for the child's")
+	assert.Equal(t, 2, calls)
+	require.NoError(t, tg.stop())
 }
 
 // TestChildFailureFailsTheRun: a child relay that exits during the run (or

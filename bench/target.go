@@ -18,6 +18,7 @@ import (
 	"time"
 
 	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/proc"
 )
 
 // clockTicks is USER_HZ, the unit of utime and stime in /proc/<pid>/stat.
@@ -61,18 +62,16 @@ func startChild(ctx context.Context, cfg *Config) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(2)
-	if err != nil {
-		return nil, err
-	}
-	addr, admin := ports[0], ports[1]
-	// The key travels on the command line of a loopback child that lives
-	// as long as this run; it is generated for the run and never reused.
-	args := []string{"serve", "--listen", addr, "--admin-listen", admin, "--keys", key.String(),
-		"--log-format", "json", "--log-level", "warn"}
-	args = append(args, cfg.ServerArgs...)
-	t := &target{name: "relay", base: &url.URL{Scheme: "http", Host: addr}, key: key, adminURL: "http://" + admin}
-	return t, t.spawn(ctx, cfg, args)
+	return spawnOnFreePorts(ctx, cfg, 2, func(ports []string) (*target, []string) {
+		addr, admin := ports[0], ports[1]
+		// The key travels on the command line of a loopback child that
+		// lives as long as this run; it is generated for the run and never
+		// reused.
+		args := []string{"serve", "--listen", addr, "--admin-listen", admin, "--keys", key.String(),
+			"--log-format", "json", "--log-level", "warn"}
+		args = append(args, cfg.ServerArgs...)
+		return &target{name: "relay", base: &url.URL{Scheme: "http", Host: addr}, key: key, adminURL: "http://" + admin}, args
+	})
 }
 
 // startBaseline starts the physical baseline (ServeBaseline) as a child:
@@ -82,14 +81,41 @@ func startBaseline(ctx context.Context, cfg *Config) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
-	ports, err := freePorts(1)
-	if err != nil {
-		return nil, err
-	}
-	addr := ports[0]
-	t := &target{name: "baseline", base: &url.URL{Scheme: "http", Host: addr}, key: key, adminURL: "http://" + addr}
-	return t, t.spawn(ctx, cfg, []string{"bench", "--baseline-serve", addr})
+	return spawnOnFreePorts(ctx, cfg, 1, func(ports []string) (*target, []string) {
+		addr := ports[0]
+		return &target{name: "baseline", base: &url.URL{Scheme: "http", Host: addr}, key: key, adminURL: "http://" + addr},
+			[]string{"bench", "--baseline-serve", addr}
+	})
 }
+
+// spawnAttempts is how many sets of free ports a child is started on
+// before its start counts as failed.
+const spawnAttempts = 3
+
+// spawnOnFreePorts starts the child that child describes on n free ports.
+// A port free a moment ago may be taken by another process before the
+// child listens on it (tests running beside each other do); the child then
+// exits, and it is started again on new ports.
+func spawnOnFreePorts(ctx context.Context, cfg *Config, n int, child func(ports []string) (*target, []string)) (*target, error) {
+	var err error
+	for range spawnAttempts {
+		var ports []string
+		if ports, err = freePortsFn(n); err != nil {
+			return nil, err
+		}
+		t, args := child(ports)
+		if err = t.spawn(ctx, cfg, args); err == nil {
+			return t, nil
+		}
+		if !errors.Is(err, errExitedEarly) || ctx.Err() != nil {
+			break
+		}
+	}
+	return nil, err
+}
+
+// errExitedEarly is the error of a child that exited before it was ready.
+var errExitedEarly = errors.New("exited before it was ready")
 
 // spawn starts the child binary with args and waits for its /readyz.
 func (t *target) spawn(ctx context.Context, cfg *Config, args []string) error {
@@ -124,10 +150,14 @@ func (t *target) spawn(ctx context.Context, cfg *Config, args []string) error {
 	return nil
 }
 
-// waitReady polls the child's /readyz.
+// waitReady polls the child's /readyz until the child answers it. An
+// answer from another process listening on the child's port (one that took
+// it before the child could) does not count: the child then fails to
+// listen and exits.
 func (t *target) waitReady(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, defaultReadyTimeout)
 	defer cancel()
+	admin := strings.TrimPrefix(t.adminURL, "http://")
 	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
 	tick := time.NewTicker(20 * time.Millisecond)
 	defer tick.Stop()
@@ -135,13 +165,13 @@ func (t *target) waitReady(ctx context.Context) error {
 		req, _ := http.NewRequestWithContext(ctx, http.MethodGet, t.adminURL+"/readyz", nil)
 		if resp, err := client.Do(req); err == nil {
 			_ = resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
+			if resp.StatusCode == http.StatusOK && proc.ListensOn(t.cmd.Process.Pid, admin) {
 				return nil
 			}
 		}
 		select {
 		case <-t.exited:
-			return fmt.Errorf("bench: the %s exited before it was ready (%v): %s", t.name, t.waitErr, t.stderr.String())
+			return fmt.Errorf("bench: the %s %w (%v): %s", t.name, errExitedEarly, t.waitErr, t.stderr.String())
 		case <-ctx.Done():
 			return fmt.Errorf("bench: the %s was not ready within %s: %s", t.name, defaultReadyTimeout, t.stderr.String())
 		case <-tick.C:
@@ -174,11 +204,14 @@ func (t *target) stop() error {
 	}
 }
 
+// freePortsFn is freePorts, replaced by a test that hands out a taken port.
+var freePortsFn = freePorts
+
 // freePorts returns n distinct loopback addresses whose ports were free a
 // moment ago: all n are held open together, so that the kernel cannot hand
 // out one port twice (which it did for two ports asked one after the
 // other, about once in 9,000 pairs). Another process may still take one
-// before the child listens; the child then fails to start and says so.
+// before the child listens (see spawnOnFreePorts).
 func freePorts(n int) ([]string, error) {
 	addrs := make([]string, n)
 	for i := range addrs {

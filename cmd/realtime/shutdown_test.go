@@ -20,6 +20,7 @@ import (
 	"github.com/stretchr/testify/require"
 
 	"github.com/realtime-relay/realtime/auth"
+	"github.com/realtime-relay/realtime/internal/proc"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
 
@@ -57,11 +58,26 @@ type child struct {
 	stderr      *testutil.SyncBuffer
 	exited      chan struct{}
 	waitErr     error // set before exited is closed
+	ready       bool  // its own /readyz answered 200
 }
 
 // startServe starts `realtime serve` with key on free loopback ports and
 // waits until it is ready. It is killed when the test ends, if still alive.
+// A port free a moment ago may be taken by another test's server before the
+// child listens: only the child's own /readyz counts (proc.ListensOn), and a
+// child that could not listen is started again on other ports.
 func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
+	t.Helper()
+	for attempt := 1; ; attempt++ {
+		c := spawnServe(t, bin, key, args)
+		if c.waitReady(t) || attempt == 3 {
+			require.True(t, c.ready, "the relay was not ready: %s", c.stderr)
+			return c
+		}
+	}
+}
+
+func spawnServe(t *testing.T, bin string, key auth.Key, args []string) *child {
 	t.Helper()
 	addrs := freeAddrs(t, 2)
 	c := &child{addr: addrs[0], admin: addrs[1], stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
@@ -79,16 +95,30 @@ func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
 			<-c.exited
 		}
 	})
-	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
-	require.Eventually(t, func() bool {
-		resp, err := client.Get("http://" + c.admin + "/readyz")
-		if err != nil {
-			return false
-		}
-		_ = resp.Body.Close()
-		return resp.StatusCode == http.StatusOK
-	}, 2*testutil.Wait, 20*time.Millisecond, "the relay was not ready: %s", c.stderr)
 	return c
+}
+
+// waitReady waits until the child answers its /readyz, and reports false
+// when it exited first (a port taken) or did not answer in time.
+func (c *child) waitReady(t *testing.T) bool {
+	t.Helper()
+	client := &http.Client{Timeout: time.Second, Transport: &http.Transport{DisableKeepAlives: true}}
+	deadline := time.Now().Add(2 * testutil.Wait)
+	for time.Now().Before(deadline) {
+		if resp, err := client.Get("http://" + c.admin + "/readyz"); err == nil {
+			_ = resp.Body.Close()
+			if resp.StatusCode == http.StatusOK && proc.ListensOn(c.cmd.Process.Pid, c.admin) {
+				c.ready = true
+				return true
+			}
+		}
+		select {
+		case <-c.exited:
+			return false
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+	return false
 }
 
 // TestShutdownUnderLoad sends SIGTERM to the real binary while ~1,000
