@@ -15,7 +15,8 @@ import (
 // among the links of /proc/<pid>/fd. A process that starts a child on a
 // port that was free a moment ago uses it to tell the child's answer from
 // that of another process that took the port first. Where /proc cannot
-// tell (not Linux), it says yes.
+// tell (not Linux), it says yes; of a process it cannot see (one that has
+// exited), no.
 func ListensOn(pid int, addr string) bool {
 	_, port, err := net.SplitHostPort(addr)
 	if err != nil {
@@ -43,10 +44,13 @@ func ListensOn(pid int, addr string) bool {
 			}
 		}
 	}
+	if !read {
+		return true
+	}
 	fds := "/proc/" + strconv.Itoa(pid) + "/fd"
 	ents, err := os.ReadDir(fds)
-	if !read || err != nil {
-		return true
+	if err != nil {
+		return false // gone (a child that could not listen exits at once), or not ours to see
 	}
 	for _, e := range ents {
 		if link, err := os.Readlink(fds + "/" + e.Name()); err == nil && inodes[link] {

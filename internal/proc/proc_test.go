@@ -23,8 +23,10 @@ func TestListensOn(t *testing.T) {
 
 	other := exec.Command("sleep", "30")
 	require.NoError(t, other.Start())
-	defer func() { _ = other.Process.Kill(); _ = other.Wait() }()
 	assert.False(t, ListensOn(other.Process.Pid, addr), "another process does not")
+	_ = other.Process.Kill()
+	_ = other.Wait()
+	assert.False(t, ListensOn(other.Process.Pid, addr), "nor one that has exited")
 
 	ln.Close()
 	assert.False(t, ListensOn(os.Getpid(), addr), "nor this one once it closed the listener")
