@@ -62,6 +62,8 @@ func startChild(ctx context.Context, cfg *Config) (*target, error) {
 	if err != nil {
 		return nil, err
 	}
+	// Readiness is asked on the admin port, which serve listens on after
+	// the public one: its own answer there means both ports are its.
 	return spawnOnFreePorts(ctx, cfg, 2, func(ports []string) (*target, []string) {
 		addr, admin := ports[0], ports[1]
 		// The key travels on the command line of a loopback child that
