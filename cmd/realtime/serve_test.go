@@ -136,13 +136,10 @@ func TestTokenCommandErrors(t *testing.T) {
 // given, it prints a subscribe and a publish token that work at once.
 func TestServeDev(t *testing.T) {
 	bin := buildRelay(t)
-	addrs := freeAddrs(t, 2)
-	addr, admin := addrs[0], addrs[1]
-	stdout := &testutil.SyncBuffer{}
-	cmd := exec.Command(bin, "serve", "--dev", "--listen", addr, "--admin-listen", admin)
-	cmd.Stdout = stdout
-	require.NoError(t, cmd.Start())
-	t.Cleanup(func() { _ = cmd.Process.Kill(); _ = cmd.Wait() })
+	relay := startOnFreePorts(t, bin, func(addr, admin string) []string {
+		return []string{"serve", "--dev", "--listen", addr, "--admin-listen", admin}
+	})
+	addr, stdout := relay.addr, relay.stdout
 	require.Eventually(t, func() bool { return strings.Contains(stdout.String(), "curl ") }, testutil.Wait, 20*time.Millisecond)
 
 	lines := strings.Split(stdout.String(), "\n")

@@ -55,6 +55,7 @@ func freeAddrs(t *testing.T, n int) []string {
 type child struct {
 	addr, admin string
 	cmd         *exec.Cmd
+	stdout      *testutil.SyncBuffer
 	stderr      *testutil.SyncBuffer
 	exited      chan struct{}
 	waitErr     error // set before exited is closed
@@ -63,13 +64,24 @@ type child struct {
 
 // startServe starts `realtime serve` with key on free loopback ports and
 // waits until it is ready. It is killed when the test ends, if still alive.
-// A port free a moment ago may be taken by another test's server before the
-// child listens: only the child's own /readyz counts (proc.ListensOn), and a
-// child that could not listen is started again on other ports.
 func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
 	t.Helper()
+	return startOnFreePorts(t, bin, func(addr, admin string) []string {
+		return append([]string{"serve", "--listen", addr, "--admin-listen", admin, "--keys", key.String(),
+			"--log-format", "json", "--log-level", "warn"}, args...)
+	})
+}
+
+// startOnFreePorts starts bin with the arguments args gives for two free
+// loopback ports, the public and the admin one, and waits until it is
+// ready. A port free a moment ago may be taken by another test's server
+// before the child listens: only the child's own /readyz counts
+// (proc.ListensOn), and a child that could not listen is started again on
+// other ports.
+func startOnFreePorts(t *testing.T, bin string, args func(addr, admin string) []string) *child {
+	t.Helper()
 	for attempt := 1; ; attempt++ {
-		c := spawnServe(t, bin, key, args)
+		c := spawnChild(t, bin, args)
 		if c.waitReady(t) || attempt == 3 {
 			require.True(t, c.ready, "the relay was not ready: %s", c.stderr)
 			return c
@@ -77,14 +89,13 @@ func startServe(t *testing.T, bin string, key auth.Key, args ...string) *child {
 	}
 }
 
-func spawnServe(t *testing.T, bin string, key auth.Key, args []string) *child {
+func spawnChild(t *testing.T, bin string, args func(addr, admin string) []string) *child {
 	t.Helper()
 	addrs := freeAddrs(t, 2)
-	c := &child{addr: addrs[0], admin: addrs[1], stderr: &testutil.SyncBuffer{}, exited: make(chan struct{})}
-	args = append([]string{"serve", "--listen", c.addr, "--admin-listen", c.admin, "--keys", key.String(),
-		"--log-format", "json", "--log-level", "warn"}, args...)
-	c.cmd = exec.Command(bin, args...)
-	c.cmd.Stderr = c.stderr
+	c := &child{addr: addrs[0], admin: addrs[1], stdout: &testutil.SyncBuffer{}, stderr: &testutil.SyncBuffer{},
+		exited: make(chan struct{})}
+	c.cmd = exec.Command(bin, args(c.addr, c.admin)...)
+	c.cmd.Stdout, c.cmd.Stderr = c.stdout, c.stderr
 	require.NoError(t, c.cmd.Start())
 	go func() { c.waitErr = c.cmd.Wait(); close(c.exited) }()
 	t.Cleanup(func() {
