@@ -165,10 +165,12 @@ func (c *channel) publish(ctx actor.Context, m *publish) {
 				st.held = append(st.held, s.out) // a crash leaves them to the restart
 			}
 		}
-		if r.adopt(st.held) {
+		switch {
+		case len(st.held) == 0: // a single publish, or a fan-out in slices
+		case r.adopt(st.held):
 			st.forgetHeld() // the request releases them
-		} else {
-			c.releaseHeld() // none, or the request has ended: this channel writes them
+		default:
+			c.releaseHeld() // the request has ended: this channel writes them
 		}
 		c.scheduleFlush(ctx)
 	}

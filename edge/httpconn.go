@@ -37,7 +37,7 @@ func (l detachListener) Accept() (net.Conn, error) {
 	}
 	if tc, ok := c.(*tls.Conn); ok {
 		// fasthttp recognises TLS by the methods of *tls.Conn.
-		w := &detachableTLSConn{Conn: tc}
+		w := &detachableTLSConn{detachableConn: detachableConn{Conn: tc}, tls: tc}
 		l.served.add(&w.detachment, tc)
 		return w, nil
 	}
@@ -216,15 +216,12 @@ func (c *detachableConn) SetReadDeadline(t time.Time) error {
 	return c.keepCut(c.Conn.SetReadDeadline(t))
 }
 
+// detachableTLSConn is a detachableConn of a *tls.Conn with the two
+// methods by which fasthttp recognises TLS.
 type detachableTLSConn struct {
-	*tls.Conn
-	detachment
+	detachableConn
+	tls *tls.Conn
 }
 
-func (c *detachableTLSConn) Close() error { return c.close() }
-func (c *detachableTLSConn) SetDeadline(t time.Time) error {
-	return c.keepCut(c.Conn.SetDeadline(t))
-}
-func (c *detachableTLSConn) SetReadDeadline(t time.Time) error {
-	return c.keepCut(c.Conn.SetReadDeadline(t))
-}
+func (c *detachableTLSConn) Handshake() error                     { return c.tls.Handshake() }
+func (c *detachableTLSConn) ConnectionState() tls.ConnectionState { return c.tls.ConnectionState() }

@@ -5,7 +5,6 @@ import (
 	"crypto/tls"
 	"errors"
 	"io"
-	"log/slog"
 	"net/http"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
-	"github.com/realtime-relay/realtime/auth"
 	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
 )
@@ -70,18 +68,7 @@ type tlsServer struct {
 // serveTLS starts it with a fresh key; configure may change the config.
 func serveTLS(t *testing.T, configure ...func(*edge.Config)) *tlsServer {
 	t.Helper()
-	key, err := auth.GenerateKey("test")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
-	cfg := edge.Config{Keys: keys, Logger: slog.New(slog.DiscardHandler)}
-	for _, f := range configure {
-		f(&cfg)
-	}
-	srv, err := edge.New(cfg)
-	require.NoError(t, err)
-	ln, err := srv.Listen("127.0.0.1:0")
-	require.NoError(t, err)
+	srv, key, ln := testutil.NewServer(t, io.Discard, configure...)
 	certFile, keyFile, pool := testutil.SelfSignedCert(t, t.TempDir())
 	cert, err := tls.LoadX509KeyPair(certFile, keyFile)
 	require.NoError(t, err)

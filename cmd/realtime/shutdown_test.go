@@ -59,7 +59,6 @@ type child struct {
 	stderr      *testutil.SyncBuffer
 	exited      chan struct{}
 	waitErr     error // set before exited is closed
-	ready       bool  // its own /readyz answered 200
 }
 
 // startServe starts `realtime serve` with key on free loopback ports and
@@ -82,8 +81,8 @@ func startOnFreePorts(t *testing.T, bin string, args func(addr, admin string) []
 	t.Helper()
 	for attempt := 1; ; attempt++ {
 		c := spawnChild(t, bin, args)
-		if c.waitReady(t) || attempt == 3 {
-			require.True(t, c.ready, "the relay was not ready: %s", c.stderr)
+		if ready := c.waitReady(t); ready || attempt == 3 {
+			require.True(t, ready, "the relay was not ready: %s", c.stderr)
 			return c
 		}
 	}
@@ -119,7 +118,6 @@ func (c *child) waitReady(t *testing.T) bool {
 		if resp, err := client.Get("http://" + c.admin + "/readyz"); err == nil {
 			_ = resp.Body.Close()
 			if resp.StatusCode == http.StatusOK && proc.ListensOn(c.cmd.Process.Pid, c.admin) {
-				c.ready = true
 				return true
 			}
 		}

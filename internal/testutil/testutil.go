@@ -57,22 +57,8 @@ type Relay struct {
 // config before it starts. It is shut down when the test ends.
 func StartRelay(t testing.TB, configure ...func(*edge.Config)) *Relay {
 	t.Helper()
-	key, err := auth.GenerateKey("test")
-	require.NoError(t, err)
-	keys, err := auth.NewKeyring(key)
-	require.NoError(t, err)
 	logs := &SyncBuffer{}
-	cfg := edge.Config{
-		Keys:   keys,
-		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
-	}
-	for _, f := range configure {
-		f(&cfg)
-	}
-	srv, err := edge.New(cfg)
-	require.NoError(t, err)
-	ln, err := srv.Listen("127.0.0.1:0")
-	require.NoError(t, err)
+	srv, key, ln := NewServer(t, logs, configure...)
 	adminLn, err := net.Listen("tcp", "127.0.0.1:0")
 	require.NoError(t, err)
 	admin := &http.Server{Handler: srv.AdminHandler(), ReadHeaderTimeout: Wait}
@@ -101,6 +87,30 @@ func StartRelay(t testing.TB, configure ...func(*edge.Config)) *Relay {
 		http.DefaultTransport.(*http.Transport).CloseIdleConnections()
 	})
 	return r
+}
+
+// NewServer builds a relay with a fresh key, logging to logs (JSON, debug
+// level), and listens on a random loopback port; configure may change the
+// config first. It does not serve: StartRelay serves it over HTTP, and a
+// test may serve it over TLS.
+func NewServer(t testing.TB, logs io.Writer, configure ...func(*edge.Config)) (*edge.Server, auth.Key, net.Listener) {
+	t.Helper()
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	cfg := edge.Config{
+		Keys:   keys,
+		Logger: slog.New(slog.NewJSONHandler(logs, &slog.HandlerOptions{Level: slog.LevelDebug})),
+	}
+	for _, f := range configure {
+		f(&cfg)
+	}
+	srv, err := edge.New(cfg)
+	require.NoError(t, err)
+	ln, err := srv.Listen("127.0.0.1:0")
+	require.NoError(t, err)
+	return srv, key, ln
 }
 
 // Logs returns everything the relay logged so far.
