@@ -134,8 +134,8 @@ func (c *channel) started(ctx actor.Context) {
 func (c *channel) publish(ctx actor.Context, m *publish) {
 	st := c.state
 	st.inflight, st.inflightIndex = ctx.Sender(), m.Index
-	offset, frame, dup, err := c.history.Append(c.cfg.Now(), m.IdempotencyKey, func(offset uint64) []byte {
-		return protocol.AppendMsg(nil, m.Channel, m.Event, m.Data, offset)
+	offset, frame, dup, err := c.history.Append(c.cfg.Now(), m.IdempotencyKey, func(dst []byte, offset uint64) []byte {
+		return protocol.AppendMsg(dst, m.Channel, m.Event, m.Data, offset)
 	})
 	if err != nil {
 		c.log.Error("history append failed", "err", err)
