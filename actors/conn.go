@@ -2,6 +2,7 @@ package actors
 
 import (
 	"errors"
+	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -107,7 +108,17 @@ func (c *conn) init(ctx actor.Context, p *connInit) {
 	c.armDeadline(ctx)
 	self, root := ctx.Self(), ctx.ActorSystem().Root
 	ping := &timerFired{Kind: timerPing}
-	c.pingTimer = time.AfterFunc(c.cfg.PingInterval, func() { root.Send(self, ping) })
+	c.pingTimer = time.AfterFunc(firstPingIn(c.cfg.PingInterval), func() { root.Send(self, ping) })
+}
+
+// firstPingIn is when a new connection's first ping is due: at a random
+// point of its first interval, and every interval after that. Connections
+// made together (every client reconnecting after a deploy, or a bench's)
+// would otherwise be pinged together for ever after: 10,000 pings and
+// pongs in the same second every 25 s, a latency spike for every message
+// in that second.
+func firstPingIn(interval time.Duration) time.Duration {
+	return 1 + rand.N(interval)
 }
 
 func (c *conn) Receive(ctx actor.Context) {

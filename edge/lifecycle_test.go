@@ -3,6 +3,7 @@ package edge_test
 import (
 	"encoding/json"
 	"io"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -249,4 +250,33 @@ func TestDeadPeerRemoved(t *testing.T) {
 	ch := testutil.Channel("g")
 	alive.Subscribe(1, ch)
 	requireLive(t, r, r.PublishToken(t), ch, alive)
+}
+
+// Connections made together are not pinged together: each one's first
+// ping falls at a random point of its first interval. Pinged in step, a
+// relay's clients after a deploy (or a bench's) put every ping and pong
+// into the same second, every interval, for ever.
+func TestPingsSpreadOverTheInterval(t *testing.T) {
+	const interval, conns = 2 * time.Second, 20
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.Actors.PingInterval = interval })
+	sub := r.SubscribeToken(t)
+	clients := make([]*testutil.Client, conns)
+	for i := range clients {
+		clients[i] = r.Dial(t, sub)
+	}
+	dialed := time.Now()
+	first := make([]time.Duration, conns) // since dialed, 0 until the first ping
+	for pinged := 0; pinged < conns; time.Sleep(2 * time.Millisecond) {
+		require.Less(t, time.Since(dialed), interval+testutil.Wait, "%d of %d connections pinged", pinged, conns)
+		for i, c := range clients {
+			if first[i] == 0 && c.Pings() > 0 {
+				first[i] = time.Since(dialed)
+				pinged++
+			}
+		}
+	}
+	spread := slices.Max(first) - slices.Min(first)
+	// 20 points drawn from 2 s all fall within 0.5 s with a chance of
+	// about 1 in 10^10; pinged in step, they fall within milliseconds.
+	assert.Greater(t, spread, interval/4, "first pings at %v", first)
 }
