@@ -18,8 +18,9 @@ type History interface {
 	// Latest is the offset of the newest message, 0 when none was appended.
 	Latest() uint64
 	// Append assigns the next offset, has encode append the message's frame
-	// to dst (a scratch buffer: encode allocates nothing once it is large
-	// enough) and retains a copy, which it returns: that copy never changes.
+	// to dst (room where the history keeps frames: a frame that fits there
+	// costs no allocation) and retains it, and returns the retained frame,
+	// which never changes.
 	// When key is not empty and a message with the same key was appended
 	// within the retention, it appends nothing and returns that message's
 	// offset with duplicate set.
@@ -88,7 +89,6 @@ type memoryHistory struct {
 	// and nothing appended later can reach into them.
 	slabs     fifo[[]byte]
 	firstSlab uint64
-	scratch   []byte // where encode builds each frame before it is copied
 	keys      map[string]uint64
 	keyLog    fifo[keyEntry]
 }
@@ -116,8 +116,7 @@ func (h *memoryHistory) Append(now time.Time, key string, encode func([]byte, ui
 		}
 	}
 	h.latest++
-	h.scratch = encode(h.scratch[:0], h.latest)
-	e := h.store(h.scratch)
+	e := h.encodeFrame(encode)
 	e.at = now.UnixNano()
 	h.entries.push(e)
 	h.bytes += int(e.n)
@@ -138,22 +137,35 @@ func (h *memoryHistory) Append(now time.Time, key string, encode func([]byte, ui
 	return h.latest, frame, false, nil
 }
 
-// store copies frame into the last slab, or into a new one when the last
-// lacks room, and returns where it put it.
-func (h *memoryHistory) store(frame []byte) historyEntry {
-	n := h.slabs.len()
-	if n == 0 || cap(h.slabs.items()[n-1])-len(h.slabs.items()[n-1]) < len(frame) {
-		size := minSlab
-		if n > 0 {
-			size = min(2*cap(h.slabs.items()[n-1]), maxSlab)
-		}
-		h.slabs.push(make([]byte, 0, max(size, len(frame))))
-		n++
+// encodeFrame has encode append the next message's frame to the last
+// slab's free room: in place when it fits, so that a frame costs no
+// allocation of its own; when it does not, append has moved it, and it
+// goes into a new slab (in place of the last one when that holds nothing).
+func (h *memoryHistory) encodeFrame(encode func([]byte, uint64) []byte) historyEntry {
+	if h.slabs.len() == 0 {
+		h.slabs.push(make([]byte, 0, minSlab))
 	}
-	slab := &h.slabs.items()[n-1]
-	off := len(*slab)
-	*slab = append(*slab, frame...)
-	return historyEntry{slab: h.firstSlab + uint64(n-1), off: uint32(off), n: uint32(len(frame))}
+	last := h.slabs.len() - 1
+	slab := h.slabs.items()[last]
+	free := slab[len(slab):]
+	frame := encode(free, h.latest)
+	if len(frame) == 0 || sameStart(frame, free) {
+		h.slabs.items()[last] = slab[:len(slab)+len(frame)]
+		return historyEntry{slab: h.firstSlab + uint64(last), off: uint32(len(slab)), n: uint32(len(frame))}
+	}
+	next := append(make([]byte, 0, max(min(2*cap(slab), maxSlab), len(frame))), frame...)
+	if len(slab) == 0 {
+		h.slabs.items()[last] = next
+	} else {
+		h.slabs.push(next)
+		last++
+	}
+	return historyEntry{slab: h.firstSlab + uint64(last), n: uint32(len(frame))}
+}
+
+// sameStart reports whether a and b start at the same byte.
+func sameStart(a, b []byte) bool {
+	return cap(a) > 0 && cap(b) > 0 && &a[:1][0] == &b[:1][0]
 }
 
 // frame returns e's frame, capped at its end.
