@@ -32,10 +32,10 @@ const (
 type Socket interface {
 	// TryWrite writes the concatenation of parts as one text frame without
 	// blocking. taken=false means nothing was taken (another write holds
-	// the socket, or it has no way to write without blocking, as over
-	// TLS): write parts with Write. done=false means the
-	// socket could not take all of it at once: it keeps the rest (parts
-	// may be reused), and the next Write sends it first.
+	// the socket, or it has no way to write without blocking): write
+	// parts with Write. done=false means the socket could not take all of
+	// it at once: it keeps the rest (parts may be reused), and the next
+	// Write sends it first.
 	TryWrite(parts [][]byte) (taken, done bool, err error)
 	// Write writes what an incomplete TryWrite left, then the concatenation
 	// of parts as one text frame (none when parts is empty), blocking until

@@ -185,10 +185,7 @@ var (
 // client already has the response. A cut (Shutdown) ends it, as it ends
 // any read.
 func (d *detachment) lingeringClose() {
-	c := d.conn
-	if tc, ok := c.(*tls.Conn); ok {
-		c = tc.NetConn()
-	}
+	c := transport(d.conn)
 	hc, ok := c.(interface{ CloseWrite() error })
 	if !ok || hc.CloseWrite() != nil || d.keepCut(c.SetReadDeadline(time.Now().Add(lingerTimeout))) != nil {
 		return

@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"bytes"
 	"context"
 	"crypto/tls"
 	"errors"
@@ -8,6 +9,7 @@ import (
 	"net/http"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
@@ -90,6 +92,22 @@ func serveTLS(t *testing.T, configure ...func(*edge.Config)) *tlsServer {
 		}
 	})
 	return s
+}
+
+// metric returns the value of one series of the server's metrics.
+func (s *tlsServer) metric(t *testing.T, series string) float64 {
+	t.Helper()
+	var b bytes.Buffer
+	s.Metrics().WritePrometheus(&b)
+	v, ok := testutil.MetricValue(b.String(), series)
+	require.True(t, ok, "no series %s", series)
+	return v
+}
+
+// waitMetric waits until series has the value want.
+func (s *tlsServer) waitMetric(t *testing.T, series string, want float64) {
+	t.Helper()
+	require.Eventually(t, func() bool { return s.metric(t, series) == want }, testutil.Wait, 10*time.Millisecond, "%s never %v", series, want)
 }
 
 // stop shuts the server down within ctx and waits for ServeTLS to return.

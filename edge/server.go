@@ -129,10 +129,11 @@ func (s *Server) Serve(ln net.Listener) error {
 
 // ServeTLS serves HTTPS and WSS on the TCP listener ln until Shutdown. ln
 // is tuned as Serve tunes it before TLS wraps it: a TLS listener hides
-// its socket.
+// its socket. Under TLS, each connection is a recordConn, so that a
+// WebSocket's socket can write its records itself.
 func (s *Server) ServeTLS(ln net.Listener, conf *tls.Config) error {
 	s.tune(ln)
-	return s.serve(tls.NewListener(ln, conf))
+	return s.serve(tls.NewListener(recordListener{ln}, conf))
 }
 
 // tune sets the listener's socket options (tuneListener), or, when it

@@ -23,7 +23,9 @@ import (
 // ones every subscriber shares. gws still writes its own frames (the 101,
 // pongs, the close frames of protocol errors) through writeLocked, a
 // net.Conn whose Write takes the same mutex, so no two frames ever
-// interleave on the wire.
+// interleave on the wire. Over TLS the same holds: a frame is encrypted
+// into records that the socket takes from the connection under the TLS
+// one (recordConn) and writes with the same writev.
 //
 // Concurrency: every write holds mu, so writes never overlap; Close may run
 // beside a blocked write, which its deadline then cuts short. TryWrite
@@ -33,8 +35,12 @@ import (
 // leaves nothing that could follow it on the wire.
 type socket struct {
 	// Static after newSocket.
-	nc           net.Conn        // the raw connection (a *tls.Conn for TLS)
-	raw          syscall.RawConn // nil when writes cannot be non-blocking (TLS)
+	nc  net.Conn        // the raw connection (a *tls.Conn for TLS)
+	raw syscall.RawConn // the TCP socket's; nil when there is none to write to directly
+	// tls and records are set over TLS: the socket encrypts each frame
+	// with tls, and takes the records from records, its connection.
+	tls          *tls.Conn
+	records      *recordConn
 	writeTimeout time.Duration
 	controlFD    func(fd uintptr) // s.writev for raw.Control, bound once: non-blocking writes are the common path
 	// blocked counts the frames the kernel could not take at once (see
@@ -58,6 +64,8 @@ type socket struct {
 	hdr     [10]byte
 	pending [][]byte
 	held    *[][]byte
+	// sealed is the pooled buffer of the pending frame's TLS records.
+	sealed *[]byte
 	// waited: the kernel refused part of the pending frame at least once,
 	// and blocked counted it.
 	waited bool
@@ -71,7 +79,15 @@ var errSocketClosed = errors.New("edge: websocket closed")
 
 func newSocket(nc net.Conn, writeTimeout time.Duration, blocked *metrics.Counter) *socket {
 	s := &socket{nc: nc, writeTimeout: writeTimeout, blocked: blocked}
-	if sc, ok := nc.(syscall.Conn); ok {
+	if tc, ok := nc.(*tls.Conn); ok {
+		rc, ok := tc.NetConn().(*recordConn)
+		if !ok {
+			return s // no records to take: every write goes through TLS
+		}
+		rc.startCapture()
+		s.tls, s.records = tc, rc
+	}
+	if sc, ok := transport(nc).(syscall.Conn); ok {
 		if raw, err := sc.SyscallConn(); err == nil {
 			s.raw = raw
 			s.controlFD = func(fd uintptr) { s.writev(fd) }
@@ -138,12 +154,14 @@ func (s *socket) TryWrite(parts [][]byte) (taken, done bool, err error) {
 		panic("BUG: edge: TryWrite before the rest of the last frame was written")
 	}
 	if s.raw == nil {
-		// No descriptor to write without blocking (TLS): Write, on the
+		// No descriptor to write without blocking: Write, on the
 		// caller's writer goroutine, writes it. Taking the frame here
-		// would count every TLS write as one that blocked.
+		// would count every such write as one that blocked.
 		return false, false, nil
 	}
-	s.setFrameLocked(parts)
+	if err := s.setFrameLocked(parts); err != nil {
+		return true, false, err
+	}
 	if err := s.writevLocked(false); err != nil {
 		return true, false, err
 	}
@@ -159,7 +177,9 @@ func (s *socket) Write(parts [][]byte) error {
 	if err := s.flushPendingLocked(); err != nil || len(parts) == 0 {
 		return err
 	}
-	s.setFrameLocked(parts)
+	if err := s.setFrameLocked(parts); err != nil {
+		return err
+	}
 	return s.flushPendingLocked()
 }
 
@@ -210,8 +230,10 @@ func (s *socket) setDeadline() error {
 	}
 }
 
-// setFrameLocked makes parts, concatenated, the pending text frame.
-func (s *socket) setFrameLocked(parts [][]byte) {
+// setFrameLocked makes parts, concatenated, the pending text frame: as
+// they are, or, over TLS, encrypted (sealLocked). An error closes the
+// socket.
+func (s *socket) setFrameLocked(parts [][]byte) error {
 	n := 0
 	for _, p := range parts {
 		n += len(p)
@@ -227,6 +249,9 @@ func (s *socket) setFrameLocked(parts [][]byte) {
 		h = append(h, 127)
 		h = binary.BigEndian.AppendUint64(h, uint64(n))
 	}
+	if s.records != nil {
+		return s.sealLocked(h, parts)
+	}
 	s.held = iovecPool.Get().(*[][]byte)
 	s.pending = append((*s.held)[:0], h)
 	for _, p := range parts {
@@ -236,6 +261,36 @@ func (s *socket) setFrameLocked(parts [][]byte) {
 	}
 	*s.held = s.pending // what release clears, and a grown array to reuse
 	s.waited = false
+	return nil
+}
+
+// sealLocked makes head and then parts, encrypted into TLS records, the
+// pending bytes. crypto/tls writes the records to s.records, which keeps
+// them (see recordConn), so encrypting never waits for the network; the
+// frame is put together first, so that it makes as few records as its
+// size allows.
+func (s *socket) sealLocked(head []byte, parts [][]byte) error {
+	plain := bufferPool.Get().(*[]byte)
+	b := append((*plain)[:0], head...)
+	for _, p := range parts {
+		b = append(b, p...)
+	}
+	sealed := bufferPool.Get().(*[]byte)
+	s.records.collect(*sealed)
+	_, err := s.tls.Write(b)
+	*sealed = s.records.take()
+	putBuffer(plain, b)
+	if err != nil {
+		putBuffer(sealed, *sealed)
+		s.closed = true
+		return err
+	}
+	s.sealed = sealed
+	s.held = iovecPool.Get().(*[][]byte)
+	s.pending = append((*s.held)[:0], *sealed)
+	*s.held = s.pending
+	s.waited = false
+	return nil
 }
 
 // flushPendingLocked writes what is pending, blocking.
@@ -246,8 +301,8 @@ func (s *socket) flushPendingLocked() error {
 	if s.raw != nil {
 		return s.writevLocked(true)
 	}
-	// Without a file descriptor (TLS): one copy, so that the frame is one
-	// write (and as few TLS records as its size allows).
+	// Without a file descriptor: one copy, so that the frame is one
+	// write.
 	buf := bufferPool.Get().(*[]byte)
 	b := (*buf)[:0]
 	for _, p := range s.pending {
@@ -255,11 +310,17 @@ func (s *socket) flushPendingLocked() error {
 	}
 	s.releasePendingLocked()
 	err := s.writeConnLocked(b)
+	putBuffer(buf, b)
+	return err
+}
+
+// putBuffer returns b, grown from *buf, to the pool, unless it grew too
+// large to keep.
+func putBuffer(buf *[]byte, b []byte) {
 	if cap(b) <= maxPooledBuffer {
 		*buf = b[:0]
 		bufferPool.Put(buf)
 	}
-	return err
 }
 
 // writevLocked writes pending with writev until it is all written, or,
@@ -345,6 +406,10 @@ func (s *socket) consumeLocked(n int) {
 // releasePendingLocked drops pending and returns its slice to the pool,
 // cleared so that the pool pins no frame.
 func (s *socket) releasePendingLocked() {
+	if s.sealed != nil {
+		putBuffer(s.sealed, *s.sealed)
+		s.sealed = nil
+	}
 	if s.held == nil {
 		return
 	}
@@ -357,8 +422,16 @@ func (s *socket) releasePendingLocked() {
 }
 
 // writeConnLocked writes p whole through the connection, waiting at most
-// writeTimeout (or, once Close has begun, until Close's deadline).
+// writeTimeout (or, once Close has begun, until Close's deadline). Over
+// TLS it is sealed and written as a frame is.
 func (s *socket) writeConnLocked(p []byte) error {
+	if s.records != nil {
+		err := s.sealLocked(p, nil)
+		if err == nil {
+			err = s.flushPendingLocked()
+		}
+		return err
+	}
 	err := s.setDeadline()
 	if err == nil {
 		_, err = s.nc.Write(p)

@@ -1,11 +1,9 @@
 package edge_test
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto/tls"
-	"net"
 	"net/http"
 	"strings"
 	"testing"
@@ -16,7 +14,6 @@ import (
 
 	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
-	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // TestTLSStalledClientClosedAtCloseTimeout: over TLS, a client that
@@ -30,20 +27,8 @@ func TestTLSStalledClientClosedAtCloseTimeout(t *testing.T) {
 
 	// A WSS client that subscribes and then never reads, with a small
 	// receive buffer.
-	tc, err := net.DialTimeout("tcp", addr, testutil.Wait)
-	require.NoError(t, err)
-	defer tc.Close()
-	require.NoError(t, tc.(*net.TCPConn).SetReadBuffer(4<<10))
-	stalled := tls.Client(tc, clientConf)
-	require.NoError(t, stalled.SetDeadline(time.Now().Add(testutil.Wait)))
-	_, err = stalled.Write([]byte("GET /v1/ws?token=" + tokens.SubscribeToken(t) + " HTTP/1.1\r\nHost: x\r\n" +
-		"Connection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"))
-	require.NoError(t, err)
-	resp, err := http.ReadResponse(bufio.NewReaderSize(stalled, 16), nil) // reads the 101's head, little more
-	require.NoError(t, err)
-	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	_, err = stalled.Write(wsframe.AppendMasked(nil, 0x1, []byte(`{"op":"sub","id":1,"ch":"`+ch+`"}`)))
-	require.NoError(t, err)
+	stalled := dialRawTLS(t, srv, 4<<10, tokens.SubscribeToken(t))
+	stalled.Send(`{"op":"sub","id":1,"ch":"` + ch + `"}`)
 
 	// About 400 KiB for it: more than its socket buffers hold, less than
 	// its 1 MiB queue, so it is not a slow consumer yet.
@@ -52,11 +37,7 @@ func TestTLSStalledClientClosedAtCloseTimeout(t *testing.T) {
 	live, _, err := testutil.DialURL(t, "wss://"+addr+"/v1/ws?token="+tokens.SubscribeToken(t), nil, clientConf)
 	require.NoError(t, err)
 	live.Subscribe(1, ch)
-	require.Eventually(t, func() bool {
-		var b bytes.Buffer
-		srv.Metrics().WritePrometheus(&b)
-		return strings.Contains(b.String(), "\nrealtime_subscriptions 2\n")
-	}, testutil.Wait, 10*time.Millisecond, "both subscribed")
+	srv.waitMetric(t, "realtime_subscriptions", 2)
 	pub, data := tokens.PublishToken(t), strings.Repeat("x", 32<<10)
 	for range 12 {
 		publishTLS(t, client, addr, pub, ch, data)
@@ -82,4 +63,53 @@ func publishTLS(t *testing.T, client *http.Client, addr, token, ch, data string)
 	var body bytes.Buffer
 	_, _ = body.ReadFrom(resp.Body)
 	require.Equal(t, http.StatusOK, resp.StatusCode, body.String())
+}
+
+// TestTLSSlowReaderGetsEverything: over TLS, as over TCP, what a client's
+// socket cannot take at once is written later, intact and in order, while
+// a client that keeps up is not held up. The relay writes TLS records with
+// the non-blocking writes it uses for plain frames (recordConn), which
+// count a frame the kernel refused in part: the count proves that path
+// ran, which before it was never taken over TLS.
+func TestTLSSlowReaderGetsEverything(t *testing.T) {
+	srv := serveTLS(t, func(cfg *edge.Config) {
+		cfg.SocketSendBufferBytes = 16 << 10
+		cfg.Actors.SendQueueBytes = 64 << 20
+	})
+	ch := testutil.Channel("slow-tls")
+	// Not read until every message is published: 1.3 MiB, far more than
+	// the kernel buffers hold.
+	stalled := dialRawTLS(t, srv, 0, srv.Tokens.SubscribeToken(t))
+	stalled.Send(`{"op":"sub","id":1,"ch":"` + ch + `"}`)
+	live, _, err := testutil.DialURL(t, "wss://"+srv.Addr+"/v1/ws?token="+srv.Tokens.SubscribeToken(t), nil, srv.ClientConf)
+	require.NoError(t, err)
+	live.Subscribe(1, ch)
+	srv.waitMetric(t, "realtime_subscriptions", 2)
+
+	client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: srv.ClientConf}}
+	defer client.CloseIdleConnections()
+	pub := srv.Tokens.PublishToken(t)
+	const n = 40
+	data := make([]string, n)
+	for i := range data {
+		data[i] = testutil.Stamp(32 << 10)
+		publishTLS(t, client, srv.Addr, pub, ch, data[i])
+	}
+	for i := range n {
+		assert.Equal(t, data[i], live.NextOp("msg").Data) // the fast one is unaffected
+	}
+	msgs := stalled.ReadMessages(t, n+1) // the ack, then every message
+	assert.Equal(t, "ack", msgs[0].Op)
+	for i := range n {
+		assert.Equal(t, uint64(i+1), msgs[i+1].Offset)
+		assert.Equal(t, data[i], msgs[i+1].Data)
+	}
+	assert.Positive(t, srv.metric(t, "realtime_socket_writes_blocked_total"), "no write went the non-blocking way, or none had to wait")
+}
+
+// dialRawTLS upgrades a WSS connection whose reads the test makes itself,
+// with a receive buffer of readBuffer bytes (0: the kernel's default).
+func dialRawTLS(t *testing.T, srv *tlsServer, readBuffer int, token string) *testutil.RawConn {
+	t.Helper()
+	return testutil.UpgradeRaw(t, tls.Client(testutil.DialTCP(t, srv.Addr, readBuffer), srv.ClientConf), srv.Addr, token)
 }

@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"bytes"
 	"context"
-	"crypto/tls"
 	"encoding/base64"
 	"errors"
 	"net"
@@ -147,10 +146,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 // one, ever saw it. Serve sets it once on a TCP listener, whose accepted
 // connections inherit it; this is for the others (TLS).
 func limitSendBuffer(nc net.Conn, n int) {
-	if tc, ok := nc.(*tls.Conn); ok {
-		nc = tc.NetConn()
-	}
-	if tc, ok := nc.(*net.TCPConn); ok {
+	if tc, ok := transport(nc).(*net.TCPConn); ok {
 		_ = tc.SetWriteBuffer(n)
 	}
 }

@@ -37,24 +37,39 @@ func (r *Relay) DialStalled(t testing.TB, token string) *RawConn {
 // (0: the kernel's default).
 func (r *Relay) DialRawConn(t testing.TB, token string, readBuffer int) *RawConn {
 	t.Helper()
+	return UpgradeRaw(t, DialTCP(t, r.Addr, readBuffer), r.Addr, token)
+}
+
+// DialTCP connects to addr with a receive buffer of readBuffer bytes (0:
+// the kernel's default). The connection is closed when the test ends.
+func DialTCP(t testing.TB, addr string, readBuffer int) *net.TCPConn {
+	t.Helper()
 	d := net.Dialer{Timeout: Wait}
-	nc, err := d.Dial("tcp", r.Addr)
+	nc, err := d.Dial("tcp", addr)
 	require.NoError(t, err)
 	t.Cleanup(func() { _ = nc.Close() })
+	tc := nc.(*net.TCPConn)
 	if readBuffer > 0 {
-		require.NoError(t, nc.(*net.TCPConn).SetReadBuffer(readBuffer))
+		require.NoError(t, tc.SetReadBuffer(readBuffer))
 	}
+	return tc
+}
+
+// UpgradeRaw upgrades nc (TCP, or TLS over it) with token, requires the
+// 101 and returns the connection without reading anything more from it.
+func UpgradeRaw(t testing.TB, nc net.Conn, host, token string) *RawConn {
+	t.Helper()
 	req := "GET /v1/ws?token=" + token + " HTTP/1.1\r\n" +
-		"Host: " + r.Addr + "\r\n" +
+		"Host: " + host + "\r\n" +
 		"Connection: Upgrade\r\nUpgrade: websocket\r\n" +
 		"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
-	_, err = nc.Write([]byte(req))
+	require.NoError(t, nc.SetDeadline(time.Now().Add(Wait)))
+	_, err := nc.Write([]byte(req))
 	require.NoError(t, err)
 	// Read the response head byte by byte: a buffered reader could swallow
 	// the first frames, which the test wants left in the socket.
 	var head []byte
 	one := make([]byte, 1)
-	require.NoError(t, nc.SetReadDeadline(time.Now().Add(Wait)))
 	for len(head) < 4 || string(head[len(head)-4:]) != "\r\n\r\n" {
 		_, err := nc.Read(one)
 		require.NoError(t, err, "reading the upgrade response")
@@ -65,7 +80,7 @@ func (r *Relay) DialRawConn(t testing.TB, token string, readBuffer int) *RawConn
 	require.NoError(t, err)
 	_ = resp.Body.Close()
 	require.Equal(t, http.StatusSwitchingProtocols, resp.StatusCode)
-	require.NoError(t, nc.SetReadDeadline(time.Time{}))
+	require.NoError(t, nc.SetDeadline(time.Time{}))
 	return &RawConn{Conn: nc, t: t}
 }
 

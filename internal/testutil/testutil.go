@@ -256,7 +256,7 @@ func (r *Relay) Metrics(t testing.TB) string {
 // It fails the test when the series is missing.
 func (r *Relay) Metric(t testing.TB, series string) float64 {
 	t.Helper()
-	v, ok := metricValue(r.Metrics(t), series)
+	v, ok := MetricValue(r.Metrics(t), series)
 	require.True(t, ok, "no series %s in /metrics", series)
 	return v
 }
@@ -269,7 +269,7 @@ func (r *Relay) WaitMetric(t testing.TB, series string, want float64) {
 		if !assert.NoError(c, err) {
 			return
 		}
-		v, ok := metricValue(text, series)
+		v, ok := MetricValue(text, series)
 		assert.True(c, ok, "no series %s in /metrics", series)
 		assert.InDelta(c, want, v, 0, series)
 	}, Wait, 10*time.Millisecond)
@@ -287,7 +287,8 @@ func (r *Relay) metricsText() (string, error) {
 	return string(b), err
 }
 
-func metricValue(text, series string) (float64, bool) {
+// MetricValue returns the value of series in text, /metrics as written.
+func MetricValue(text, series string) (float64, bool) {
 	for line := range strings.Lines(text) {
 		rest, ok := strings.CutPrefix(line, series+" ")
 		if !ok {
