@@ -280,10 +280,10 @@ func (s *socket) sealLocked(head []byte, parts [][]byte) error {
 	_, err := s.tls.Write(b)
 	*sealed = s.records.take()
 	putBuffer(plain, b)
-	if err != nil {
+	if err != nil || len(*sealed) == 0 {
 		putBuffer(sealed, *sealed)
-		s.closed = true
-		return err
+		s.closed = s.closed || err != nil
+		return err // an empty iovec would never be consumed
 	}
 	s.sealed = sealed
 	s.held = iovecPool.Get().(*[][]byte)
