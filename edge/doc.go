@@ -9,7 +9,9 @@
 // owns all per-connection state. Writes come from whoever holds the
 // connection's writing turn in package actors (a channel actor, the
 // connection actor, or a writer goroutine); socket.go frames them itself
-// and serialises them, and gws's own writes, under the socket's mutex. The
+// (over TLS it also encrypts them, taking the records from the connection
+// under the TLS one: tlsrecords.go) and serialises them, and gws's own
+// writes, under the socket's mutex. The
 // Server itself only keeps the set of open connections (guarded by mu) and
 // a draining flag (atomic), both for graceful shutdown.
 package edge
