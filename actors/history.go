@@ -50,7 +50,7 @@ type HistoryLimits struct {
 // It holds no pointer, and neither do the slabs (byte slices), so however
 // many messages a history keeps, the garbage collector marks a few large
 // objects per channel, not two per message: a million retained messages
-// cost a full collection 8 ms, not 32 (BenchmarkCollectFullHistories).
+// cost a full collection about 10 ms, not 32 (BenchmarkCollectFullHistories).
 type historyEntry struct {
 	at   int64  // Unix ns of the append
 	slab uint64 // the sequence number of the slab holding the frame
