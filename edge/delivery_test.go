@@ -105,21 +105,7 @@ func TestSlowReaderGetsEverything(t *testing.T) {
 	r.WaitMetric(t, "realtime_subscriptions", 2)
 
 	pub := r.PublishToken(t)
-	const n = 40
-	data := make([]string, n)
-	for i := range data {
-		data[i] = testutil.Stamp(32 << 10) // 32 KiB each, 1.3 MiB in all
-		r.Publish(t, pub, ch, "e", data[i])
-	}
-	for i := range n {
-		assert.Equal(t, data[i], c.NextOp("msg").Data) // the fast one is unaffected
-	}
-	msgs := stalled.ReadMessages(t, n+1) // the ack, then every message
-	assert.Equal(t, "ack", msgs[0].Op)
-	for i := range n {
-		assert.Equal(t, uint64(i+1), msgs[i+1].Offset)
-		assert.Equal(t, data[i], msgs[i+1].Data)
-	}
+	requireSlowReaderGetsEverything(t, func(data string) { r.Publish(t, pub, ch, "e", data) }, c, stalled)
 	assert.Positive(t, r.Metric(t, "realtime_socket_writes_blocked_total"), "no write had to wait: the test proves nothing")
 }
 

@@ -71,3 +71,27 @@ func assertNotTimeout(t *testing.T, err error) {
 		assert.False(t, ne.Timeout(), "the server did not close the connection: %v", err)
 	}
 }
+
+// requireSlowReaderGetsEverything publishes 40 messages of 32 KiB with
+// publish, 1.3 MiB in all, far more than the kernel buffers of a client
+// that does not read hold. live must get each at once; stalled, subscribed
+// but read only now, must then get its ack and every message, whole and in
+// order.
+func requireSlowReaderGetsEverything(t *testing.T, publish func(data string), live *testutil.Client, stalled *testutil.RawConn) {
+	t.Helper()
+	const n = 40
+	data := make([]string, n)
+	for i := range data {
+		data[i] = testutil.Stamp(32 << 10)
+		publish(data[i])
+	}
+	for i := range n {
+		require.Equal(t, data[i], live.NextOp("msg").Data) // the fast one is unaffected
+	}
+	msgs := stalled.ReadMessages(t, n+1) // the ack, then every message
+	require.Equal(t, "ack", msgs[0].Op)
+	for i := range n {
+		require.Equal(t, uint64(i+1), msgs[i+1].Offset)
+		require.Equal(t, data[i], msgs[i+1].Data)
+	}
+}

@@ -173,17 +173,18 @@ var (
 	lingerBytes   = int64(64 << 20)
 )
 
-// lingeringClose prepares the connection, whose request fasthttp refused before reading
-// all of it (a body over the limit, headers too large), for Close. Closing
-// a socket with unread input makes the kernel send a reset, not an end of
-// stream, and a client still writing its body then gets "connection reset
-// by peer" instead of the 413 already sent: the clear error is lost. So the
-// response is followed by an end of stream (half-close), and what the
-// client still sends is read and discarded until it closes, lingerBytes, or
-// lingerTimeout, as Apache's lingering close does. Over TLS both steps act
-// on the TCP socket: the bytes are discarded, not decrypted, and the
-// client already has the response. A cut (Shutdown) ends it, as it ends
-// any read.
+// lingeringClose prepares the connection, whose request fasthttp refused
+// before reading all of it (a body over the limit, headers too large), for
+// Close. Closing a socket with unread input makes the kernel send a reset,
+// not an end of stream, and a client still writing its body then gets
+// "connection reset by peer" instead of the 413 already sent: the clear
+// error is lost. So the response is followed by an end of stream
+// (half-close), and what the client still sends is read and discarded
+// until it closes, lingerBytes, or lingerTimeout, as Apache's lingering
+// close does.
+// Over TLS both steps act on the TCP socket: the bytes are discarded, not
+// decrypted, and the client already has the response. A cut (Shutdown) ends
+// it, as it ends any read.
 func (d *detachment) lingeringClose() {
 	c := transport(d.conn)
 	hc, ok := c.(interface{ CloseWrite() error })

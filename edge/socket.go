@@ -109,10 +109,7 @@ type writeLocked struct {
 // Shutdown 5 s past the close timeout. The WebSocket close frame already
 // ended the stream, so the TCP connection is closed directly.
 func (w writeLocked) Close() error {
-	if tc, ok := w.Conn.(*tls.Conn); ok {
-		return tc.NetConn().Close()
-	}
-	return w.Conn.Close()
+	return transport(w.Conn).Close()
 }
 
 func (w writeLocked) Write(p []byte) (int, error) {
@@ -252,16 +249,25 @@ func (s *socket) setFrameLocked(parts [][]byte) error {
 	if s.records != nil {
 		return s.sealLocked(h, parts)
 	}
+	s.pendLocked(h, parts)
+	return nil
+}
+
+// pendLocked makes first and then rest, in a pooled slice, the pending
+// bytes of a frame.
+func (s *socket) pendLocked(first []byte, rest [][]byte) {
 	s.held = iovecPool.Get().(*[][]byte)
-	s.pending = append((*s.held)[:0], h)
-	for _, p := range parts {
-		if len(p) > 0 { // an empty iovec would never be consumed
+	s.pending = (*s.held)[:0]
+	if len(first) > 0 { // an empty iovec would never be consumed
+		s.pending = append(s.pending, first)
+	}
+	for _, p := range rest {
+		if len(p) > 0 {
 			s.pending = append(s.pending, p)
 		}
 	}
 	*s.held = s.pending // what release clears, and a grown array to reuse
 	s.waited = false
-	return nil
 }
 
 // sealLocked makes head and then parts, encrypted into TLS records, the
@@ -280,16 +286,13 @@ func (s *socket) sealLocked(head []byte, parts [][]byte) error {
 	_, err := s.tls.Write(b)
 	*sealed = s.records.take()
 	putBuffer(plain, b)
-	if err != nil || len(*sealed) == 0 {
+	if err != nil {
 		putBuffer(sealed, *sealed)
-		s.closed = s.closed || err != nil
-		return err // an empty iovec would never be consumed
+		s.closed = true
+		return err
 	}
 	s.sealed = sealed
-	s.held = iovecPool.Get().(*[][]byte)
-	s.pending = append((*s.held)[:0], *sealed)
-	*s.held = s.pending
-	s.waited = false
+	s.pendLocked(*sealed, nil)
 	return nil
 }
 

@@ -89,21 +89,7 @@ func TestTLSSlowReaderGetsEverything(t *testing.T) {
 	client := &http.Client{Timeout: testutil.Wait, Transport: &http.Transport{TLSClientConfig: srv.ClientConf}}
 	defer client.CloseIdleConnections()
 	pub := srv.Tokens.PublishToken(t)
-	const n = 40
-	data := make([]string, n)
-	for i := range data {
-		data[i] = testutil.Stamp(32 << 10)
-		publishTLS(t, client, srv.Addr, pub, ch, data[i])
-	}
-	for i := range n {
-		assert.Equal(t, data[i], live.NextOp("msg").Data) // the fast one is unaffected
-	}
-	msgs := stalled.ReadMessages(t, n+1) // the ack, then every message
-	assert.Equal(t, "ack", msgs[0].Op)
-	for i := range n {
-		assert.Equal(t, uint64(i+1), msgs[i+1].Offset)
-		assert.Equal(t, data[i], msgs[i+1].Data)
-	}
+	requireSlowReaderGetsEverything(t, func(data string) { publishTLS(t, client, srv.Addr, pub, ch, data) }, live, stalled)
 	assert.Positive(t, srv.metric(t, "realtime_socket_writes_blocked_total"), "no write went the non-blocking way, or none had to wait")
 }
 
