@@ -130,11 +130,8 @@ func (c *conn) Receive(ctx actor.Context) {
 		// client that keeps sending would keep it forever. No close frame
 		// gets through after a failed write (see edge's socket).
 		c.close(ctx, CloseInternalError, telemetry.CloseWriteError)
-	case *clientFrame:
-		c.command(ctx, m.Frame)
-	case *clientError:
-		c.cfg.Metrics.ClientErrors.Inc()
-		c.reply(protocol.AppendErr(nil, m.ID, protocol.CodeBadRequest, m.Msg))
+	case *clientText:
+		c.text(ctx, m.Frame)
 	case *timerFired:
 		c.timerFired(ctx, m)
 	case *closeConn:
@@ -158,6 +155,22 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.cfg.outboxes.remove(ctx.Self().Id)
 		c.tokenTimer.Stop()
 		c.pingTimer.Stop()
+	}
+}
+
+// text decodes a client's frame and acts on it. A frame that is not JSON
+// closes the connection (1008); one that is JSON but not a valid request
+// gets an err.
+func (c *conn) text(ctx actor.Context, frame []byte) {
+	f, err := protocol.DecodeClient(frame)
+	switch {
+	case errors.Is(err, protocol.ErrBadJSON):
+		c.close(ctx, ClosePolicy, telemetry.CloseProtocol)
+	case err != nil:
+		c.cfg.Metrics.ClientErrors.Inc()
+		c.reply(protocol.AppendErr(nil, f.ID, protocol.CodeBadRequest, err.Error()))
+	default:
+		c.command(ctx, f)
 	}
 }
 

@@ -9,7 +9,6 @@ import (
 	"time"
 
 	"github.com/realtime-relay/realtime/auth"
-	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/telemetry"
 )
 
@@ -85,7 +84,7 @@ func BenchmarkFanout(b *testing.B) {
 			claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
 			for range subs {
 				c := h.Connect(ConnParams{Claims: claims, Socket: countingSocket{&frames, &writes}})
-				c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch})
+				c.Text(subFrame(1, ch))
 			}
 			waitFor(b, &frames, int64(subs)) // every ack written
 			frames.Store(0)
@@ -139,7 +138,7 @@ func BenchmarkPublishBatch(b *testing.B) {
 	for i := range batch {
 		ch := "site/dash/g" + strconv.Itoa(i)
 		c := h.Connect(ConnParams{Claims: claims, Socket: countingSocket{&frames, &writes}})
-		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch})
+		c.Text(subFrame(1, ch))
 		batch[i] = Publication{Channel: ch, Event: "e", Data: data}
 	}
 	waitFor(b, &frames, channels) // every ack written

@@ -8,8 +8,6 @@ import (
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
-
-	"github.com/realtime-relay/realtime/internal/protocol"
 )
 
 // Errors returned by Hub.Publish.
@@ -123,14 +121,9 @@ func (h *Hub) Connect(p ConnParams) *Conn {
 	return &Conn{pid: pid, root: h.system.Root}
 }
 
-// Frame passes a frame the client sent.
-func (c *Conn) Frame(f protocol.ClientFrame) { c.root.Send(c.pid, &clientFrame{Frame: f}) }
-
-// BadFrame reports a frame that could not be decoded; the client gets an err
-// with msg.
-func (c *Conn) BadFrame(id protocol.ID, msg string) {
-	c.root.Send(c.pid, &clientError{ID: id, Msg: msg})
-}
+// Text passes a text frame the client sent, undecoded; the actor owns it
+// from here.
+func (c *Conn) Text(frame []byte) { c.root.Send(c.pid, &clientText{Frame: frame}) }
 
 // Close asks the connection to close with code; reason is a telemetry.Close*
 // label.

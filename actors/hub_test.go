@@ -282,7 +282,7 @@ func TestBatchHoldsOutboxesBriefly(t *testing.T) {
 	var fast, slow recordingSocket
 	for ch, sock := range map[string]*recordingSocket{"site/dash/fast": &fast, stuck: &slow} {
 		c := h.Connect(ConnParams{Claims: claims, Socket: sock})
-		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch, ID: protocol.ID{N: 1, Set: true}})
+		c.Text(subFrame(1, ch))
 	}
 	written := func(s *recordingSocket) int {
 		s.mu.Lock()
@@ -370,7 +370,7 @@ func TestBatchHeldBehindAFlush(t *testing.T) {
 	c := h.Connect(ConnParams{Claims: claims, Socket: sock})
 	batch := []string{"site/dash/b0", "site/dash/b1", last}
 	for i, ch := range append([]string{"site/dash/other"}, batch...) {
-		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: ch, ID: protocol.ID{N: uint64(i + 1), Set: true}})
+		c.Text(subFrame(uint64(i+1), ch))
 	}
 	require.Eventually(t, func() bool { return total(`"site/dash/`) == 4 }, 10*time.Second, time.Millisecond, "acks written")
 	o := h.cfg.outboxes.lookup(c.pid.Id)
@@ -458,7 +458,7 @@ func TestCrashReleasesHolds(t *testing.T) {
 	var socks [2]recordingSocket
 	for i := range socks {
 		c := h.Connect(ConnParams{Claims: claims, Socket: &socks[i]})
-		c.Frame(protocol.ClientFrame{Op: protocol.OpSub, Channel: crash, ID: protocol.ID{N: 1, Set: true}})
+		c.Text(subFrame(1, crash))
 	}
 	written := func(s *recordingSocket, what string) bool {
 		s.mu.Lock()
@@ -482,4 +482,9 @@ func TestCrashReleasesHolds(t *testing.T) {
 		10*time.Second, time.Millisecond, "both written after the restart")
 	assert.NotEqual(t, written(&socks[0], `"event":"batch"`), written(&socks[1], `"event":"batch"`),
 		"the held outbox wrote the message it held, the other never got it")
+}
+
+// subFrame is a client's subscribe frame, as the edge passes it on.
+func subFrame(id uint64, channel string) []byte {
+	return append(protocol.AppendString(fmt.Appendf(nil, `{"op":"sub","id":%d,"ch":`, id), channel), '}')
 }

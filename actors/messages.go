@@ -106,16 +106,10 @@ type connInit struct {
 	ConnParams
 }
 
-// clientFrame is a decoded frame that the client sent.
-type clientFrame struct {
-	Frame protocol.ClientFrame
-}
-
-// clientError reports a frame that could not be decoded; the connection
-// answers with an err (bad_request).
-type clientError struct {
-	ID  protocol.ID
-	Msg string
+// clientText is a text frame that the client sent, not yet decoded: the
+// read goroutine that got it must stay shallow (see the edge's OnMessage).
+type clientText struct {
+	Frame []byte
 }
 
 // closeConn asks a connection to close its socket with Code; Reason is the

@@ -252,6 +252,32 @@ func TestDeadPeerRemoved(t *testing.T) {
 	requireLive(t, r, r.PublishToken(t), ch, alive)
 }
 
+// A client heard from is not a dead peer, pinged or not: here nothing pings
+// it, and it only sends unsolicited pongs, the heartbeat RFC 6455 5.5.3
+// allows. Once silent for the keepalive timeout, it is closed as one.
+func TestHeardClientIsNoDeadPeer(t *testing.T) {
+	const keepalive, beat = time.Second, 100 * time.Millisecond
+	r := testutil.StartRelay(t, func(cfg *edge.Config) {
+		cfg.Actors.PingInterval = time.Hour
+		cfg.KeepaliveTimeout = keepalive
+	})
+	c := r.DialStalled(t, r.SubscribeToken(t))
+	r.WaitMetric(t, "realtime_connections", 1)
+	var gap time.Duration // the longest silence, should this goroutine stall
+	last := time.Now()
+	for start := last; time.Since(start) < 3*keepalive; time.Sleep(beat) {
+		c.WriteFrame(0xA, nil) // an unsolicited pong: a heartbeat (RFC 6455 5.5.3)
+		gap, last = max(gap, time.Since(last)), time.Now()
+	}
+	if gap >= keepalive {
+		t.Skipf("the test stalled for %v, longer than the keepalive timeout: nothing to conclude", gap)
+	}
+	assert.InDelta(t, 1, r.Metric(t, "realtime_connections"), 0, "a client heard every %v was closed", beat)
+	r.WaitMetric(t, "realtime_connections", 0)
+	assert.GreaterOrEqual(t, time.Since(last), keepalive, "closed before its keepalive timeout")
+	assert.InDelta(t, 1, r.Metric(t, `realtime_connections_closed_total{reason="dead_peer"}`), 0)
+}
+
 // Connections made together are not pinged together: each one's first
 // ping falls at a random point of its first interval. Pinged in step, a
 // relay's clients after a deploy (or a bench's) put every ping and pong

@@ -38,6 +38,12 @@ type Server struct {
 	// open counts connections from the accepted upgrade to the end of
 	// their read loop; it enforces MaxConnections.
 	open atomic.Int64
+	// frames carries client frames to the forwarder (handoff.go).
+	frames chan clientFrame
+	// stopBackground ends the dead-peer sweeper (keepalive.go) and the
+	// forwarder, and background is done when both have.
+	stopBackground func()
+	background     sync.WaitGroup
 	// readLoops tracks each upgrade from its acceptance to the end of its
 	// read goroutine, so Shutdown can wait for them.
 	readLoops sync.WaitGroup
@@ -77,6 +83,11 @@ func New(cfg Config) (*Server, error) {
 		// Two missed pings and some slack for a slow network.
 		s.cfg.KeepaliveTimeout = 2*hub.PingInterval() + 5*time.Second
 	}
+	s.frames = make(chan clientFrame, frameQueue)
+	stop := make(chan struct{})
+	s.stopBackground = sync.OnceFunc(func() { close(stop) })
+	s.background.Go(func() { s.sweepDeadPeers(stop) })
+	s.background.Go(func() { s.forwardFrames(stop) })
 	if len(cfg.AllowedOrigins) > 0 {
 		s.origins = make(map[string]bool, len(cfg.AllowedOrigins))
 		for _, o := range cfg.AllowedOrigins {
@@ -207,6 +218,8 @@ func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
+	s.stopBackground()
+	s.background.Wait()
 	// Stop the actors even past the deadline, briefly: it stops every
 	// channel's timers and frees their memory.
 	stopCtx := ctx

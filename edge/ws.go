@@ -10,15 +10,14 @@ import (
 	"net/http"
 	"os"
 	"sync"
+	"sync/atomic"
 	"syscall"
-	"time"
 
 	"github.com/lxzan/gws"
 	"github.com/valyala/fasthttp"
 
 	"github.com/realtime-relay/realtime/actors"
 	"github.com/realtime-relay/realtime/auth"
-	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/telemetry"
 )
 
@@ -26,6 +25,12 @@ import (
 type wsConn struct {
 	// Static after the upgrade.
 	actor *actors.Conn
+	nc    net.Conn // what gws reads (a *tls.Conn for TLS)
+	// heard is when the client was last heard (sinceStart), stored by the
+	// read goroutine; swept is set by the dead-peer sweeper, which alone
+	// reads it, once it ended the connection (see keepalive.go).
+	heard atomic.Int64
+	swept bool
 	// closeReason is set by the read goroutine before the socket closes,
 	// when it knows better than the error gws reports.
 	closeReason string
@@ -123,7 +128,8 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 		return
 	}
 	sock.setUpgraded(socket)
-	c := &wsConn{}
+	c := &wsConn{nc: nc}
+	c.alive()
 	socket.Session().Store("", c)
 	c.actor = s.hub.Connect(actors.ConnParams{Claims: claims, Socket: sock, RemoteAddr: remote})
 	s.metrics.ConnectionsAccepted.Inc()
@@ -135,7 +141,6 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 	if s.draining.Load() {
 		c.actor.Close(actors.CloseRestarting, telemetry.CloseShutdown)
 	}
-	_ = socket.SetReadDeadline(time.Now().Add(s.cfg.KeepaliveTimeout))
 	go socket.ReadLoop() // its OnClose calls readLoops.Done
 }
 
@@ -278,38 +283,31 @@ func (e wsEvents) OnClose(socket *gws.Conn, err error) {
 }
 
 func (e wsEvents) OnPing(socket *gws.Conn, payload []byte) {
-	e.alive(socket)
+	connOf(socket).alive()
 	_ = socket.WritePong(payload)
 }
 
-func (e wsEvents) OnPong(socket *gws.Conn, _ []byte) { e.alive(socket) }
+func (e wsEvents) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).alive() }
 
+// OnMessage passes the frame on undecoded, through the forwarder, to the
+// connection's actor, which decodes it. Decoding here, or sending to the
+// actor, would grow the read goroutine's stack, 2 KiB for the connection's
+// lifetime (see handoff.go and TestReadGoroutinesKeepTheirFirstStack).
 func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
-	defer m.Close()
-	e.alive(socket)
 	c := connOf(socket)
+	c.alive()
 	if m.Opcode != gws.OpcodeText {
 		c.closeReason = telemetry.CloseUnsupported
 		c.actor.Close(actors.CloseUnsupported, telemetry.CloseUnsupported)
-		return
+	} else {
+		e.s.frames <- clientFrame{c.actor, bytes.Clone(m.Bytes())}
 	}
-	f, err := protocol.DecodeClient(m.Bytes())
-	switch {
-	case errors.Is(err, protocol.ErrBadJSON):
-		c.closeReason = telemetry.CloseProtocol
-		c.actor.Close(actors.ClosePolicy, telemetry.CloseProtocol)
-	case err != nil:
-		c.actor.BadFrame(f.ID, err.Error())
-	default:
-		c.actor.Frame(f)
-	}
+	m.Close()
 }
 
-// alive pushes the dead-peer deadline out: any frame from the client, a pong
-// included, proves it is there.
-func (e wsEvents) alive(socket *gws.Conn) {
-	_ = socket.SetReadDeadline(time.Now().Add(e.s.cfg.KeepaliveTimeout))
-}
+// alive notes that the client is there: any frame from it, a pong included,
+// proves it. Only noted: the dead-peer sweeper reads it (see keepalive.go).
+func (c *wsConn) alive() { c.heard.Store(sinceStart()) }
 
 // closeReasonOf maps the error that ended a read loop to a metric label.
 func closeReasonOf(err error) string {

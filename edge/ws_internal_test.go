@@ -59,7 +59,6 @@ func TestTuneListener(t *testing.T) {
 // that much longer.
 func TestListenTunesBeforeItListens(t *testing.T) {
 	s := newTestServer(t, Config{SocketSendBufferBytes: 48 << 10})
-	defer func() { _ = s.hub.Stop(t.Context()) }()
 	ln, err := s.Listen("127.0.0.1:0")
 	require.NoError(t, err)
 	defer ln.Close()
@@ -232,7 +231,8 @@ func TestCutReadsOutlastLaterDeadlines(t *testing.T) {
 }
 
 // newTestServer builds a Server of cfg with a fresh key and no logging
-// (the tests in package edge cannot use testutil, which imports edge).
+// (the tests in package edge cannot use testutil, which imports edge),
+// shut down when the test ends if the test did not.
 func newTestServer(t *testing.T, cfg Config) *Server {
 	t.Helper()
 	key, err := auth.GenerateKey("test")
@@ -242,5 +242,10 @@ func newTestServer(t *testing.T, cfg Config) *Server {
 	cfg.Logger = slog.New(slog.DiscardHandler)
 	s, err := New(cfg)
 	require.NoError(t, err)
+	t.Cleanup(func() {
+		if !s.Draining() { // not shut down by the test
+			assert.NoError(t, s.Shutdown(context.Background(), 0))
+		}
+	})
 	return s
 }
