@@ -22,7 +22,6 @@ const (
 	defaultSendQueueMessages  = 10000
 	defaultMaxSubscriptions   = 100
 	defaultExpiringLead       = 60 * time.Second
-	defaultPingInterval       = 25 * time.Second
 	defaultForbiddenLimit     = 5
 	defaultPublishTimeout     = 5 * time.Second
 	defaultBatchHold          = 2 * time.Millisecond
@@ -61,8 +60,6 @@ type Config struct {
 	// ExpiringLead is how long before its token expires a connection gets
 	// the expiring frame. Zero means 60s.
 	ExpiringLead time.Duration
-	// PingInterval is how often the server pings a connection. Zero means 25s.
-	PingInterval time.Duration
 	// CloseTimeout bounds the writing of a close frame to a stuck client.
 	// Zero means 2s.
 	CloseTimeout time.Duration
@@ -117,7 +114,6 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.SubscribeBurst, defaultSubscribeBurst)
 	defaults.Set(&c.ForbiddenLimit, defaultForbiddenLimit)
 	defaults.Set(&c.ExpiringLead, defaultExpiringLead)
-	defaults.Set(&c.PingInterval, defaultPingInterval)
 	defaults.Set(&c.CloseTimeout, defaultCloseTimeout)
 	defaults.Set(&c.PublishTimeout, defaultPublishTimeout)
 	defaults.Set(&c.BatchHold, defaultBatchHold)
@@ -150,8 +146,6 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: max subscriptions must be positive", ErrConfig)
 	case c.SubscribeRate <= 0 || c.SubscribeBurst < 1:
 		return fmt.Errorf("%w: subscribe rate and burst must be positive", ErrConfig)
-	case c.PingInterval < time.Millisecond:
-		return fmt.Errorf("%w: ping interval %v is below 1ms", ErrConfig, c.PingInterval)
 	}
 	return nil
 }

@@ -2,7 +2,6 @@ package actors
 
 import (
 	"errors"
-	"math/rand/v2"
 	"time"
 
 	"github.com/asynkron/protoactor-go/actor"
@@ -73,10 +72,9 @@ type conn struct {
 	limiter   tokenBucket
 	timerGen  uint64 // bumped on refresh to disarm the old token timer
 	// tokenTimer fires the expiring warning, then the expiry (each arming
-	// replaces it); pingTimer the pings. Two timers, not three, because
-	// every byte here is paid per idle connection.
+	// replaces it): one timer, not two, because every byte here is paid
+	// per idle connection. Pings have none: the edge schedules them.
 	tokenTimer *time.Timer
-	pingTimer  *time.Timer
 }
 
 // connSupervisor stops a connection actor that panics: its Stopped handler
@@ -106,19 +104,6 @@ func (c *conn) init(ctx actor.Context, p *connInit) {
 		tokens: float64(c.cfg.SubscribeBurst), at: c.cfg.Now(),
 	}
 	c.armDeadline(ctx)
-	self, root := ctx.Self(), ctx.ActorSystem().Root
-	ping := &timerFired{Kind: timerPing}
-	c.pingTimer = time.AfterFunc(firstPingIn(c.cfg.PingInterval), func() { root.Send(self, ping) })
-}
-
-// firstPingIn is when a new connection's first ping is due: at a random
-// point of its first interval, and every interval after that. Connections
-// made together (every client reconnecting after a deploy, or a bench's)
-// would otherwise be pinged together for ever after: 10,000 pings and
-// pongs in the same second every 25 s, a latency spike for every message
-// in that second.
-func firstPingIn(interval time.Duration) time.Duration {
-	return 1 + rand.N(interval)
 }
 
 func (c *conn) Receive(ctx actor.Context) {
@@ -134,6 +119,10 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.text(ctx, m.Frame)
 	case *timerFired:
 		c.timerFired(ctx, m)
+	case *pingMsg:
+		if !c.closing && c.out.requestPing() {
+			c.out.flush()
+		}
 	case *closeConn:
 		c.close(ctx, m.Code, m.Reason)
 	case *socketClosed:
@@ -154,7 +143,6 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.close(ctx, CloseInternalError, telemetry.CloseActorFailure)
 		c.cfg.outboxes.remove(ctx.Self().Id)
 		c.tokenTimer.Stop()
-		c.pingTimer.Stop()
 	}
 }
 
@@ -285,11 +273,6 @@ func (c *conn) timerFired(ctx actor.Context, m *timerFired) {
 		return
 	}
 	switch m.Kind {
-	case timerPing:
-		if c.out.requestPing() {
-			c.out.flush()
-		}
-		c.pingTimer.Reset(c.cfg.PingInterval)
 	case timerExpiring:
 		if m.Gen == c.timerGen {
 			c.reply(protocol.AppendExpiring(nil, c.claims.ExpiresAt.Unix()))

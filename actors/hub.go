@@ -65,9 +65,6 @@ func New(cfg Config) (*Hub, error) {
 	return h, nil
 }
 
-// PingInterval is the effective interval at which connections are pinged.
-func (h *Hub) PingInterval() time.Duration { return h.cfg.PingInterval }
-
 // Publish appends p to its channel and fans it out, waiting for the channel's
 // answer. The caller has already validated and authorized p.
 func (h *Hub) Publish(p Publication) (PublishResult, error) {
@@ -120,6 +117,9 @@ func (h *Hub) Connect(p ConnParams) *Conn {
 	h.system.Root.Send(pid, &connInit{p})
 	return &Conn{pid: pid, root: h.system.Root}
 }
+
+// Ping asks the connection to ping its client, behind what is queued for it.
+func (c *Conn) Ping() { c.root.Send(c.pid, pingDue) }
 
 // Text passes a text frame the client sent, undecoded; the actor owns it
 // from here.

@@ -106,6 +106,13 @@ type connInit struct {
 	ConnParams
 }
 
+// pingMsg asks a connection to ping its client: the edge keeps the
+// schedule (keepalive.go there), the actor writes the ping in its turn.
+type pingMsg struct{}
+
+// pingDue is the one pingMsg every ping sends: it carries nothing.
+var pingDue = &pingMsg{}
+
 // clientText is a text frame that the client sent, not yet decoded: the
 // read goroutine that got it must stay shallow (see the edge's OnMessage).
 type clientText struct {
@@ -146,5 +153,4 @@ type timerKind uint8
 const (
 	timerExpiring timerKind = iota + 1
 	timerExpired
-	timerPing
 )

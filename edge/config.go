@@ -22,6 +22,7 @@ const (
 	defaultIdleTimeout           = 90 * time.Second
 	defaultSocketWriteTimeout    = 10 * time.Second
 	defaultReadBufferBytes       = 128
+	defaultPingInterval          = 25 * time.Second
 	defaultSocketSendBufferBytes = 64 << 10
 	maxIdempotencyKeyLen         = 256
 )
@@ -71,9 +72,12 @@ type Config struct {
 	// queue that bounds what a slow client holds, and it still carries
 	// megabytes a second to a client 50 ms away.
 	SocketSendBufferBytes int
+	// PingInterval is how often the server pings each connection. Zero
+	// means 25s.
+	PingInterval time.Duration
 	// KeepaliveTimeout is how long a connection may stay silent (no frame,
-	// no pong) before it is considered dead. Zero means twice the actors'
-	// ping interval plus 5s.
+	// no pong) before it is considered dead. Zero means twice the ping
+	// interval plus 5s.
 	KeepaliveTimeout time.Duration
 	// PublishRatePerSite limits publishes per second per site (429 past
 	// it), with a burst of twice that. Zero means no limit.
@@ -107,6 +111,11 @@ func (c *Config) setDefaults() {
 	defaults.Set(&c.IdleTimeout, defaultIdleTimeout)
 	defaults.Set(&c.SocketWriteTimeout, defaultSocketWriteTimeout)
 	defaults.Set(&c.ReadBufferBytes, defaultReadBufferBytes)
+	defaults.Set(&c.PingInterval, defaultPingInterval)
+	if c.KeepaliveTimeout == 0 {
+		// Two missed pings and some slack for a slow network.
+		c.KeepaliveTimeout = 2*c.PingInterval + 5*time.Second
+	}
 	defaults.Set(&c.SocketSendBufferBytes, defaultSocketSendBufferBytes)
 }
 
@@ -119,6 +128,8 @@ func (c *Config) Validate() error {
 		return fmt.Errorf("%w: frame, data and batch limits must be positive", ErrConfig)
 	case c.MaxConnections < 0 || c.PublishRatePerSite < 0:
 		return fmt.Errorf("%w: limits must not be negative", ErrConfig)
+	case c.PingInterval < time.Millisecond || c.KeepaliveTimeout < time.Millisecond:
+		return fmt.Errorf("%w: ping interval %v and keepalive timeout %v must be at least 1ms", ErrConfig, c.PingInterval, c.KeepaliveTimeout)
 	}
 	return nil
 }

@@ -117,7 +117,7 @@ func TestMessageAfterPingDeadlineLapsed(t *testing.T) {
 	const writeTimeout = 20 * time.Millisecond
 	r := testutil.StartRelay(t, func(c *edge.Config) {
 		c.SocketWriteTimeout = writeTimeout
-		c.Actors.PingInterval = 300 * time.Millisecond
+		c.PingInterval = 300 * time.Millisecond
 	})
 	c := r.Dial(t, r.SubscribeToken(t))
 	ch := testutil.Channel("after-ping")

@@ -227,7 +227,7 @@ func TestChannelPassivates(t *testing.T) {
 func TestDeadPeerRemoved(t *testing.T) {
 	const ping, keepalive = 50 * time.Millisecond, 400 * time.Millisecond
 	r := testutil.StartRelay(t, func(cfg *edge.Config) {
-		cfg.Actors.PingInterval = ping
+		cfg.PingInterval = ping
 		cfg.KeepaliveTimeout = keepalive
 	})
 	sub := r.SubscribeToken(t)
@@ -258,7 +258,7 @@ func TestDeadPeerRemoved(t *testing.T) {
 func TestHeardClientIsNoDeadPeer(t *testing.T) {
 	const keepalive, beat = time.Second, 100 * time.Millisecond
 	r := testutil.StartRelay(t, func(cfg *edge.Config) {
-		cfg.Actors.PingInterval = time.Hour
+		cfg.PingInterval = time.Hour
 		cfg.KeepaliveTimeout = keepalive
 	})
 	c := r.DialStalled(t, r.SubscribeToken(t))
@@ -284,7 +284,7 @@ func TestHeardClientIsNoDeadPeer(t *testing.T) {
 // into the same second, every interval, for ever.
 func TestPingsSpreadOverTheInterval(t *testing.T) {
 	const interval, conns = 2 * time.Second, 20
-	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.Actors.PingInterval = interval })
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.PingInterval = interval })
 	sub := r.SubscribeToken(t)
 	clients := make([]*testutil.Client, conns)
 	for i := range clients {

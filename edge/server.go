@@ -40,7 +40,7 @@ type Server struct {
 	open atomic.Int64
 	// frames carries client frames to the forwarder (handoff.go).
 	frames chan clientFrame
-	// stopBackground ends the dead-peer sweeper (keepalive.go) and the
+	// stopBackground ends the keepalive sweeper (keepalive.go) and the
 	// forwarder, and background is done when both have.
 	stopBackground func()
 	background     sync.WaitGroup
@@ -79,14 +79,10 @@ func New(cfg Config) (*Server, error) {
 		return nil, err
 	}
 	s.hub = hub
-	if s.cfg.KeepaliveTimeout == 0 {
-		// Two missed pings and some slack for a slow network.
-		s.cfg.KeepaliveTimeout = 2*hub.PingInterval() + 5*time.Second
-	}
 	s.frames = make(chan clientFrame, frameQueue)
 	stop := make(chan struct{})
 	s.stopBackground = sync.OnceFunc(func() { close(stop) })
-	s.background.Go(func() { s.sweepDeadPeers(stop) })
+	s.background.Go(func() { s.keepAlive(stop) })
 	s.background.Go(func() { s.forwardFrames(stop) })
 	if len(cfg.AllowedOrigins) > 0 {
 		s.origins = make(map[string]bool, len(cfg.AllowedOrigins))

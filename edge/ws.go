@@ -27,10 +27,13 @@ type wsConn struct {
 	actor *actors.Conn
 	nc    net.Conn // what gws reads (a *tls.Conn for TLS)
 	// heard is when the client was last heard (sinceStart), stored by the
-	// read goroutine; swept is set by the dead-peer sweeper, which alone
-	// reads it, once it ended the connection (see keepalive.go).
-	heard atomic.Int64
-	swept bool
+	// read goroutine. The keepalive sweeper alone uses pingAt, when the
+	// next ping is due (sinceStart), and swept, set once it ended the
+	// connection (see keepalive.go); they are set before the connection
+	// joins Server.conns.
+	heard  atomic.Int64
+	pingAt int64
+	swept  bool
 	// closeReason is set by the read goroutine before the socket closes,
 	// when it knows better than the error gws reports.
 	closeReason string
@@ -128,7 +131,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 		return
 	}
 	sock.setUpgraded(socket)
-	c := &wsConn{nc: nc}
+	c := &wsConn{nc: nc, pingAt: sinceStart() + int64(firstPingIn(s.cfg.PingInterval))}
 	c.alive()
 	socket.Session().Store("", c)
 	c.actor = s.hub.Connect(actors.ConnParams{Claims: claims, Socket: sock, RemoteAddr: remote})
@@ -306,7 +309,7 @@ func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
 }
 
 // alive notes that the client is there: any frame from it, a pong included,
-// proves it. Only noted: the dead-peer sweeper reads it (see keepalive.go).
+// proves it. Only noted: the keepalive sweeper reads it (see keepalive.go).
 func (c *wsConn) alive() { c.heard.Store(sinceStart()) }
 
 // closeReasonOf maps the error that ended a read loop to a metric label.

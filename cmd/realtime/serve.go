@@ -86,13 +86,13 @@ func serve(args []string) error {
 		MaxDataBytes:          *maxData,
 		MaxBatch:              *maxBatch,
 		PublishRatePerSite:    *publishRate,
+		PingInterval:          *pingInterval,
 		KeepaliveTimeout:      *keepalive,
 		SocketSendBufferBytes: *sendBuffer,
 		Actors: actors.Config{
 			History:          actors.HistoryLimits{Retention: *retention, MaxMessages: *historyMessages, MaxBytes: *historyBytes},
 			SendQueueBytes:   *sendQueue,
 			MaxSubscriptions: *maxSubs,
-			PingInterval:     *pingInterval,
 			ExpiringLead:     *expiringLead,
 		},
 	}
