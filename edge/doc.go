@@ -4,14 +4,17 @@
 // It never listens by itself: the caller passes listeners to Serve.
 //
 // Concurrency: fasthttp runs each request on its own goroutine; every
-// upgraded connection has one gws read goroutine, which decodes client
-// frames and hands them to the connection's actor (package actors), which
-// owns all per-connection state. Writes come from whoever holds the
-// connection's writing turn in package actors (a channel actor, the
-// connection actor, or a writer goroutine); socket.go frames them itself
-// (over TLS it also encrypts them, taking the records from the connection
-// under the TLS one: tlsrecords.go) and serialises them, and gws's own
-// writes, under the socket's mutex. The
-// Server itself only keeps the set of open connections (guarded by mu) and
-// a draining flag (atomic), both for graceful shutdown.
+// upgraded connection has one gws read goroutine, which notes when it heard
+// the client and puts each text frame, undecoded, on a channel to one
+// forwarder goroutine that hands it to the connection's actor (package
+// actors), which decodes it and owns all per-connection state (handoff.go:
+// the read goroutine must stay shallow). One keepalive goroutine asks the
+// actors for pings and ends dead peers, from a timing wheel (keepalive.go). Writes come from
+// whoever holds the connection's writing turn in package actors (a channel
+// actor, the connection actor, or a writer goroutine); socket.go frames
+// them itself (over TLS it also encrypts them, taking the records from the
+// connection under the TLS one: tlsrecords.go) and serialises them, and
+// gws's own writes, under the socket's mutex. The Server itself keeps the
+// set of open connections and the keepalive wheel (guarded by mu), and a
+// draining flag (atomic) for graceful shutdown.
 package edge

@@ -40,7 +40,10 @@ type Server struct {
 	open atomic.Int64
 	// frames carries client frames to the forwarder (handoff.go).
 	frames chan clientFrame
-	// stopBackground ends the keepalive sweeper (keepalive.go) and the
+	// wheel holds every connection until its next keepalive check
+	// (keepalive.go); guarded by mu.
+	wheel *wheel
+	// stopBackground ends the keepalive goroutine (keepalive.go) and the
 	// forwarder, and background is done when both have.
 	stopBackground func()
 	background     sync.WaitGroup
@@ -80,6 +83,7 @@ func New(cfg Config) (*Server, error) {
 	}
 	s.hub = hub
 	s.frames = make(chan clientFrame, frameQueue)
+	s.wheel = newWheel(&s.cfg, sinceStart())
 	stop := make(chan struct{})
 	s.stopBackground = sync.OnceFunc(func() { close(stop) })
 	s.background.Go(func() { s.keepAlive(stop) })

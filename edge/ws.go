@@ -27,13 +27,12 @@ type wsConn struct {
 	actor *actors.Conn
 	nc    net.Conn // what gws reads (a *tls.Conn for TLS)
 	// heard is when the client was last heard (sinceStart), stored by the
-	// read goroutine. The keepalive sweeper alone uses pingAt, when the
-	// next ping is due (sinceStart), and swept, set once it ended the
-	// connection (see keepalive.go); they are set before the connection
-	// joins Server.conns.
-	heard  atomic.Int64
-	pingAt int64
-	swept  bool
+	// read goroutine. pingAt is when its next ping is due (sinceStart), and
+	// slot and index its place in the keepalive wheel (slot -1: in none);
+	// guarded by Server.mu (see keepalive.go).
+	heard       atomic.Int64
+	pingAt      int64
+	slot, index int
 	// closeReason is set by the read goroutine before the socket closes,
 	// when it knows better than the error gws reports.
 	closeReason string
@@ -139,6 +138,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 	s.metrics.ConnectionsOpen.Inc()
 	s.mu.Lock()
 	s.conns[c] = struct{}{}
+	s.watch(c)
 	s.mu.Unlock()
 	// A drain that started while this upgrade was in flight missed it.
 	if s.draining.Load() {
@@ -279,6 +279,7 @@ func (e wsEvents) OnClose(socket *gws.Conn, err error) {
 	c.actor.SocketClosed(reason)
 	s.mu.Lock()
 	delete(s.conns, c)
+	s.forget(c)
 	s.mu.Unlock()
 	s.metrics.ConnectionsOpen.Dec()
 	s.open.Add(-1)
@@ -309,7 +310,7 @@ func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
 }
 
 // alive notes that the client is there: any frame from it, a pong included,
-// proves it. Only noted: the keepalive sweeper reads it (see keepalive.go).
+// proves it. Only noted: the keepalive goroutine reads it (see keepalive.go).
 func (c *wsConn) alive() { c.heard.Store(sinceStart()) }
 
 // closeReasonOf maps the error that ended a read loop to a metric label.
