@@ -28,6 +28,7 @@ func (s *recordingSocket) Write(parts [][]byte) error {
 	return nil
 }
 func (s *recordingSocket) WritePing() error            { return nil }
+func (s *recordingSocket) WritePong([]byte) error      { return nil }
 func (s *recordingSocket) Close(uint16, time.Duration) {}
 
 // stuckSocket is a client that stopped reading: every write waits until
@@ -37,6 +38,7 @@ type stuckSocket struct{ release chan struct{} }
 func (s *stuckSocket) TryWrite([][]byte) (taken, done bool, err error) { return false, false, nil }
 func (s *stuckSocket) Write([][]byte) error                            { <-s.release; return nil }
 func (s *stuckSocket) WritePing() error                                { <-s.release; return nil }
+func (s *stuckSocket) WritePong([]byte) error                          { <-s.release; return nil }
 func (s *stuckSocket) Close(uint16, time.Duration)                     {}
 
 // TestFlushSweeps: a fan-out larger than a slice is written one slice per

@@ -26,7 +26,7 @@ const (
 )
 
 // Socket is a connection's WebSocket, as its outbox writes it. The edge
-// implements it. TryWrite, Write and WritePing are called by one goroutine
+// implements it. TryWrite, Write, WritePing and WritePong are called by one goroutine
 // at a time (whoever holds the outbox's writing turn); Close may be called
 // concurrently with them.
 type Socket interface {
@@ -43,6 +43,9 @@ type Socket interface {
 	Write(parts [][]byte) error
 	// WritePing writes a ping frame, blocking as Write does.
 	WritePing() error
+	// WritePong writes a pong frame with payload (at most 125 bytes: a
+	// client's ping's), blocking as Write does.
+	WritePong(payload []byte) error
 	// Close writes a close frame with code, waiting at most timeout for a
 	// stuck write, and closes the connection.
 	Close(code uint16, timeout time.Duration)
@@ -124,6 +127,10 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.timerFired(ctx, m)
 	case *pingMsg:
 		if !c.closing && c.out.requestPing() {
+			c.out.flush()
+		}
+	case *pongMsg:
+		if !c.closing && c.out.requestPong(m.Payload) {
 			c.out.flush()
 		}
 	case *closeConn:

@@ -14,8 +14,9 @@
 // starts over with a new epoch.
 //
 // A connection actor owns one WebSocket's subscriptions, its token deadline
-// and its outbox; it decodes the client's frames, and writes a ping when the
-// edge, which keeps the ping schedule, asks for one. Whoever first queues into an idle outbox flushes it (but
+// and its outbox; it decodes the client's frames, writes a ping when the
+// edge, which keeps the ping schedule, asks for one, and answers the
+// client's pings. Whoever first queues into an idle outbox flushes it (but
 // a batch's messages hold their outboxes for the batch request, which
 // writes them to each connection in one write): a channel after the
 // publishes already in its mailbox (so a burst becomes one write), with

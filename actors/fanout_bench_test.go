@@ -28,6 +28,7 @@ func (s countingSocket) Write(parts [][]byte) error {
 	return nil
 }
 func (s countingSocket) WritePing() error            { return nil }
+func (s countingSocket) WritePong([]byte) error      { return nil }
 func (s countingSocket) Close(uint16, time.Duration) {}
 
 func newBenchHub(tb testing.TB) *Hub { return newTestHub(tb, nil) }

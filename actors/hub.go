@@ -118,8 +118,12 @@ func (h *Hub) Connect(p ConnParams) *Conn {
 	return &Conn{pid: pid, root: h.system.Root}
 }
 
-// Ping asks the connection to ping its client, behind what is queued for it.
+// Ping asks the connection to ping its client, with its next write.
 func (c *Conn) Ping() { c.root.Send(c.pid, pingDue) }
+
+// Pong asks the connection to answer its client's ping, whose payload it
+// owns from here, with its next write.
+func (c *Conn) Pong(payload []byte) { c.root.Send(c.pid, &pongMsg{Payload: payload}) }
 
 // Text passes a text frame the client sent, undecoded; the actor owns it
 // from here.

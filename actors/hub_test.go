@@ -243,6 +243,8 @@ type slowTrySocket struct {
 	pinging, pinged chan struct{}
 }
 
+func (s *slowTrySocket) WritePong([]byte) error { return nil }
+
 func (s *slowTrySocket) WritePing() error {
 	if s.pinging != nil {
 		close(s.pinging)

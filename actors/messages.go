@@ -113,6 +113,12 @@ type pingMsg struct{}
 // pingDue is the one pingMsg every ping sends: it carries nothing.
 var pingDue = &pingMsg{}
 
+// pongMsg asks a connection to answer its client's ping with a pong that
+// echoes Payload (at most 125 bytes).
+type pongMsg struct {
+	Payload []byte
+}
+
 // clientText is a text frame that the client sent, not yet decoded: the
 // read goroutine that got it must stay shallow (see the edge's OnMessage).
 type clientText struct {

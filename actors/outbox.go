@@ -85,7 +85,7 @@ type outbox struct {
 	frames int
 	msgs   int
 	bytes  int
-	ping   bool // the next batch starts with a ping frame
+	ctl    control // the control frames the next batch starts with
 	state  writeState
 	closed bool // the connection is closing: queue nothing more
 	// closeCode, when not 0, is a close that waits for what is queued: the
@@ -306,7 +306,23 @@ func (o *outbox) requestPing() (kick bool) {
 	if o.closed {
 		return false
 	}
-	o.ping = true
+	o.ctl.ping = true
+	return o.kickLocked()
+}
+
+// requestPong asks for a pong frame that echoes payload, the latest of the
+// client's pings being the one answered (RFC 6455 5.5.3); kick is as for
+// push.
+func (o *outbox) requestPong(payload []byte) (kick bool) {
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if o.closed {
+		return false
+	}
+	if payload == nil {
+		payload = []byte{} // an empty ping's: a pong is still owed
+	}
+	o.ctl.pong = payload
 	return o.kickLocked()
 }
 
@@ -329,7 +345,7 @@ func (o *outbox) closeLocked() {
 	o.wakeLocked()
 	o.closed, o.closeCode = true, 0
 	o.parts, o.oldest = nil, 0
-	o.frames, o.msgs, o.bytes, o.ping = 0, 0, 0, false
+	o.frames, o.msgs, o.bytes, o.ctl = 0, 0, 0, control{}
 }
 
 // closeAfterQueued queues nothing more, but unlike close keeps what is
@@ -338,7 +354,7 @@ func (o *outbox) closeLocked() {
 func (o *outbox) closeAfterQueued(code uint16, timeout time.Duration) (kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
-	o.closed, o.ping = true, false
+	o.closed, o.ctl = true, control{}
 	o.closeCode, o.closeTimeout = code, timeout
 	return o.kickLocked()
 }
@@ -356,7 +372,7 @@ func (o *outbox) flush() {
 // write is flush from its first batch, b (nil: nothing to write).
 func (o *outbox) write(b *batch) {
 	for i := 0; b != nil; i, b = i+1, o.next() {
-		if b.ping || b.closeCode != 0 || i == maxInlineWrites {
+		if b.ctl.any() || b.closeCode != 0 || i == maxInlineWrites {
 			o.handOff(b, false)
 			return
 		}
@@ -419,8 +435,9 @@ func (o *outbox) nextLocked(force bool) *batch {
 		*b = batch{} // free the slices of a closed connection
 	}
 	// A closed outbox has nothing queued: close and closeAfterQueued
-	// drop the ping, and push and requestPing refuse.
-	if o.frames == 0 && !o.ping {
+	// drop the control frames, and push, requestPing and requestPong
+	// refuse.
+	if o.frames == 0 && !o.ctl.any() {
 		o.state = idle
 		// A burst's slices would otherwise stay with an idle connection.
 		if cap(b.parts) > maxIdleParts {
@@ -439,20 +456,20 @@ func (o *outbox) nextLocked(force bool) *batch {
 	}
 	// Swap the slices, so that a steady stream allocates none.
 	o.parts, b.parts = b.parts, o.parts
-	b.frames, b.msgs, b.bytes, b.ping, b.oldest = o.frames, o.msgs, max(o.bytes-1, 0), o.ping, o.oldest
-	o.frames, o.msgs, o.bytes, o.ping, o.oldest = 0, 0, 0, false, 0
+	b.frames, b.msgs, b.bytes, b.ctl, b.oldest = o.frames, o.msgs, max(o.bytes-1, 0), o.ctl, o.oldest
+	o.frames, o.msgs, o.bytes, o.ctl, o.oldest = 0, 0, 0, control{}, 0
 	return b
 }
 
-// batch is what one write takes: an optional ping, then every queued frame
-// as one WebSocket text frame.
+// batch is what one write takes: its control frames, then every queued
+// frame as one WebSocket text frame.
 type batch struct {
 	parts  [][]byte
 	oldest int64 // see outbox.oldest
 	frames int
 	msgs   int
 	bytes  int
-	ping   bool
+	ctl    control
 	// closeCode, when not 0, makes this batch a close frame and nothing else.
 	closeCode    uint16
 	closeTimeout time.Duration
@@ -493,7 +510,7 @@ func (o *outbox) writeLoop(first *batch, pending bool) {
 // or a ping) is written blocking, with the outbox writing,
 // and then a push that finds no room meets the bound.
 func (o *outbox) writeBatch(b *batch) error {
-	if !b.ping && b.frames > 0 {
+	if !b.ctl.any() && b.frames > 0 {
 		o.setState(flushing)
 		taken, done, err := o.sock.TryWrite(b.parts)
 		switch {
@@ -545,8 +562,13 @@ func (o *outbox) failed() {
 }
 
 func (b *batch) write(sock Socket, m *telemetry.Metrics) error {
-	if b.ping {
+	if b.ctl.ping {
 		if err := sock.WritePing(); err != nil {
+			return err
+		}
+	}
+	if b.ctl.pong != nil {
+		if err := sock.WritePong(b.ctl.pong); err != nil {
 			return err
 		}
 	}
@@ -569,3 +591,12 @@ func (b *batch) written(m *telemetry.Metrics) {
 	m.BytesWritten.Add(b.bytes)
 	m.SocketWrites.Inc()
 }
+
+// control is what a batch writes before its frames, blocking, on a writer
+// goroutine: the relay's ping, and the pong that answers the client's.
+type control struct {
+	ping bool
+	pong []byte // the payload to echo; nil: no pong owed
+}
+
+func (c control) any() bool { return c.ping || c.pong != nil }

@@ -83,6 +83,17 @@ func TestPongAfterQuietLongerThanWriteTimeout(t *testing.T) {
 	assert.Equal(t, "still open", c.NextOp("msg").Data)
 }
 
+// A client's ping is answered with a pong that echoes its payload, an empty
+// one and one of the largest (125 bytes) included.
+func TestClientPingsAnswered(t *testing.T) {
+	r := testutil.StartRelay(t)
+	c := r.DialRawConn(t, r.SubscribeToken(t), 0)
+	for _, payload := range []string{"", "hello", strings.Repeat("x", 125)} {
+		c.WriteFrame(0x9, []byte(payload))
+		requirePong(t, c, payload)
+	}
+}
+
 // A subscriber that reads slowly, but keeps up within its queue, gets every
 // message intact and in order, although most writes to it cannot complete
 // at once (a kernel send buffer of a few KiB) and finish on a writer

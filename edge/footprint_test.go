@@ -14,7 +14,7 @@ import (
 
 // Every connection has a read goroutine, parked in gws's read loop. Its
 // stack starts at 2 KiB; anything that grows it on the way to a frame
-// handler (a pong, a subscribe) costs 2 KiB more for as long as the
+// handler (a pong, a ping, a subscribe) costs 2 KiB more for as long as the
 // connection lives, since Go shrinks a stack only when less than a quarter
 // of it is in use, and the read loop parks deeper than that. So neither
 // may grow it. Measured over raw clients, which have no goroutines of their
@@ -33,6 +33,8 @@ func TestReadGoroutinesKeepTheirFirstStack(t *testing.T) {
 	}
 	for i, c := range clients {
 		c.WriteFrame(0xA, nil) // a pong
+		c.WriteFrame(0x9, []byte("p"+strconv.Itoa(i)))
+		requirePong(t, c, "p"+strconv.Itoa(i))
 		c.Send(`{"op":"sub","id":1,"ch":"` + testutil.Channel("g"+strconv.Itoa(i%10)) + `"}`)
 		require.Equal(t, "ack", c.ReadMessages(t, 1)[0].Op)
 	}

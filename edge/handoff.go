@@ -2,8 +2,8 @@ package edge
 
 import "github.com/realtime-relay/realtime/actors"
 
-// Client frames reach their connection's actor through one goroutine, the
-// forwarder. A read goroutine only puts the frame on Server.frames: a
+// Client frames (text frames, and pings to answer) reach their
+// connection's actor through one goroutine, the forwarder. A read goroutine only puts the frame on Server.frames: a
 // channel send, about 250 bytes of stack below gws's frame handler. The
 // send to the actor itself takes about 700 more (protoactor's send, the
 // mailbox, the dispatcher), which from the frame handler grows the read
@@ -13,10 +13,21 @@ import "github.com/realtime-relay/realtime/actors"
 // it costs a goroutine hop per client frame, and client frames are few (a
 // dashboard's subscribes).
 
-// clientFrame is a text frame on its way to its connection's actor.
+// clientFrame is a text frame, or a ping's payload, on its way to its
+// connection's actor.
 type clientFrame struct {
 	actor *actors.Conn
-	text  []byte
+	data  []byte
+	ping  bool
+}
+
+// forward hands f to its actor.
+func (f clientFrame) forward() {
+	if f.ping {
+		f.actor.Pong(f.data)
+	} else {
+		f.actor.Text(f.data)
+	}
 }
 
 // frameQueue is how many frames wait for the forwarder before a read
@@ -31,12 +42,12 @@ func (s *Server) forwardFrames(stop <-chan struct{}) {
 	for {
 		select {
 		case f := <-s.frames:
-			f.actor.Text(f.text)
+			f.forward()
 		case <-stop:
 			for {
 				select {
 				case f := <-s.frames:
-					f.actor.Text(f.text)
+					f.forward()
 				default:
 					return
 				}

@@ -12,6 +12,7 @@ import (
 
 	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/testutil"
+	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // clocked makes a relay read time from clock, with the given retention.
@@ -93,5 +94,21 @@ func requireSlowReaderGetsEverything(t *testing.T, publish func(data string), li
 	for i := range n {
 		require.Equal(t, uint64(i+1), msgs[i+1].Offset)
 		require.Equal(t, data[i], msgs[i+1].Data)
+	}
+}
+
+// requirePong reads c's frames up to the pong, which must echo payload
+// (the relay's own pings may come first).
+func requirePong(t *testing.T, c *testutil.RawConn, payload string) {
+	t.Helper()
+	require.NoError(t, c.SetReadDeadline(time.Now().Add(testutil.Wait)))
+	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
+	for {
+		opcode, got, err := wsframe.ReadServerFrame(c.Conn)
+		require.NoError(t, err)
+		if opcode == 0xA {
+			require.Equal(t, payload, string(got))
+			return
+		}
 	}
 }

@@ -182,7 +182,17 @@ func (s *socket) Write(parts [][]byte) error {
 
 var pingFrame = []byte{0x89, 0x00} // FIN + ping, no payload
 
-func (s *socket) WritePing() error {
+func (s *socket) WritePing() error { return s.writeControl(pingFrame) }
+
+// WritePong echoes payload, at most 125 bytes: gws refuses a longer ping.
+func (s *socket) WritePong(payload []byte) error {
+	frame := make([]byte, 2, 2+len(payload))
+	frame[0], frame[1] = 0x8A, byte(len(payload)) // FIN + pong
+	return s.writeControl(append(frame, payload...))
+}
+
+// writeControl writes a whole control frame after what a TryWrite left.
+func (s *socket) writeControl(frame []byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
@@ -191,7 +201,7 @@ func (s *socket) WritePing() error {
 	if err := s.flushPendingLocked(); err != nil {
 		return err
 	}
-	return s.writeConnLocked(pingFrame)
+	return s.writeConnLocked(frame)
 }
 
 // Close bounds the close frame's write by timeout: a client that stopped

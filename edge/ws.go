@@ -286,9 +286,13 @@ func (e wsEvents) OnClose(socket *gws.Conn, err error) {
 	s.readLoops.Done()
 }
 
+// OnPing has the connection's actor answer, through the forwarder: a pong
+// written here, as gws would, grows the read goroutine's stack (see
+// OnMessage), and waits for the socket behind any stuck write.
 func (e wsEvents) OnPing(socket *gws.Conn, payload []byte) {
-	connOf(socket).alive()
-	_ = socket.WritePong(payload)
+	c := connOf(socket)
+	c.alive()
+	e.s.frames <- clientFrame{actor: c.actor, data: bytes.Clone(payload), ping: true}
 }
 
 func (e wsEvents) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).alive() }
@@ -304,7 +308,7 @@ func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
 		c.closeReason = telemetry.CloseUnsupported
 		c.actor.Close(actors.CloseUnsupported, telemetry.CloseUnsupported)
 	} else {
-		e.s.frames <- clientFrame{c.actor, bytes.Clone(m.Bytes())}
+		e.s.frames <- clientFrame{actor: c.actor, data: bytes.Clone(m.Bytes())}
 	}
 	m.Close()
 }
