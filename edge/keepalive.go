@@ -10,7 +10,7 @@ import (
 // peer. One goroutine per Server does both (keepAlive): each connection
 // waits in a timing wheel for its next check, the sooner of its next ping
 // and the moment it would have been silent too long. At a check it is asked
-// for a ping (its actor writes it behind what is queued) if one is due, or
+// for a ping (its actor writes it with its next write) if one is due, or
 // ended if it was silent too long, by moving its read deadline into the
 // past: its read loop then ends with a timeout, counted as dead_peer. The
 // read goroutine only notes when it last heard the client (wsConn.heard,
