@@ -99,3 +99,20 @@ func dialRawTLS(t *testing.T, srv *tlsServer, readBuffer int, token string) *tes
 	t.Helper()
 	return testutil.UpgradeRaw(t, tls.Client(testutil.DialTCP(t, srv.Addr, readBuffer), srv.ClientConf), srv.Addr, token)
 }
+
+// Over TLS, as over TCP, a silent client is closed as a dead peer: the
+// keepalive moves the read deadline of the TLS connection, under which
+// crypto/tls is reading.
+func TestTLSDeadPeerRemoved(t *testing.T) {
+	const keepalive = 300 * time.Millisecond
+	srv := serveTLS(t, func(cfg *edge.Config) {
+		cfg.PingInterval = time.Hour
+		cfg.KeepaliveTimeout = keepalive
+	})
+	start := time.Now()
+	dialRawTLS(t, srv, 0, srv.Tokens.SubscribeToken(t))
+	srv.waitMetric(t, "realtime_connections", 1)
+	srv.waitMetric(t, "realtime_connections", 0)
+	assert.GreaterOrEqual(t, time.Since(start), keepalive, "closed before its keepalive timeout")
+	assert.InDelta(t, 1, srv.metric(t, `realtime_connections_closed_total{reason="dead_peer"}`), 0)
+}
