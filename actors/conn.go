@@ -56,6 +56,10 @@ type ConnParams struct {
 	Claims     auth.Claims
 	Socket     Socket
 	RemoteAddr string
+	// Handled, when not nil, is called with each frame passed with Text,
+	// and each payload passed with Pong, once the actor has handled it, so
+	// that the reader can bound how much waits for the actor.
+	Handled func(data []byte)
 }
 
 // conn is the actor that owns one WebSocket connection: its subscriptions,
@@ -64,8 +68,9 @@ type ConnParams struct {
 // directly (see outbox), and the actor never blocks on the network.
 type conn struct {
 	// Static after construction.
-	cfg    *Config
-	remote string
+	cfg     *Config
+	remote  string
+	handled func(data []byte) // ConnParams.Handled, never nil
 
 	// Owned by the actor.
 	claims auth.Claims
@@ -102,7 +107,10 @@ func connProps(cfg *Config) *actor.Props {
 
 // init sets the connection up from its parameters and starts its timers.
 func (c *conn) init(ctx actor.Context, p *connInit) {
-	c.remote, c.claims = p.RemoteAddr, p.Claims
+	c.remote, c.claims, c.handled = p.RemoteAddr, p.Claims, p.Handled
+	if c.handled == nil {
+		c.handled = func([]byte) {}
+	}
 	c.out = newOutbox(c.cfg, p.Socket, ctx.Self())
 	c.cfg.outboxes.add(ctx.Self().Id, c.out)
 	c.limiter = tokenBucket{
@@ -123,6 +131,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.close(ctx, CloseInternalError, telemetry.CloseWriteError)
 	case *clientText:
 		c.text(ctx, m.Frame)
+		c.handled(m.Frame)
 	case *timerFired:
 		c.timerFired(ctx, m)
 	case *pingMsg:
@@ -133,6 +142,7 @@ func (c *conn) Receive(ctx actor.Context) {
 		if !c.closing && c.out.requestPong(m.Payload) {
 			c.out.flush()
 		}
+		c.handled(m.Payload)
 	case *closeConn:
 		c.close(ctx, m.Code, m.Reason)
 	case *socketClosed:
@@ -160,6 +170,9 @@ func (c *conn) Receive(ctx actor.Context) {
 // closes the connection (1008); one that is JSON but not a valid request
 // gets an err.
 func (c *conn) text(ctx actor.Context, frame []byte) {
+	if c.closing {
+		return // a closing connection's frames are not even decoded
+	}
 	f, err := protocol.DecodeClient(frame)
 	switch {
 	case errors.Is(err, protocol.ErrBadJSON):

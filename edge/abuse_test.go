@@ -1,6 +1,7 @@
 package edge_test
 
 import (
+	"encoding/binary"
 	"runtime"
 	"strings"
 	"testing"
@@ -10,9 +11,11 @@ import (
 	"github.com/stretchr/testify/assert"
 	"github.com/stretchr/testify/require"
 
+	"github.com/realtime-relay/realtime/actors"
 	"github.com/realtime-relay/realtime/edge"
 	"github.com/realtime-relay/realtime/internal/protocol"
 	"github.com/realtime-relay/realtime/internal/testutil"
+	"github.com/realtime-relay/realtime/internal/wsframe"
 )
 
 // This file holds the abuse tests of the WebSocket surface: frames the
@@ -129,6 +132,47 @@ func TestSubscribeFlood(t *testing.T) {
 	assert.InDelta(t, 2, r.Metric(t, "realtime_connections"), 0)
 	// gadget(1) was unsubscribed by the flooder, not by the bystander.
 	requireLive(t, r, r.PublishToken(t), gadget(1), bystander)
+}
+
+// TestFrameFloodCloses: a client that sends frames faster than its
+// connection's actor handles them is closed with 1008 once more than 16 x
+// MaxFrameBytes wait for the actor, instead of having them queued without
+// end; the relay's heap comes back, and other clients go on.
+func TestFrameFloodCloses(t *testing.T) {
+	const maxFrame = 64 << 10
+	r := testutil.StartRelay(t, func(cfg *edge.Config) { cfg.MaxFrameBytes = maxFrame })
+	sub := r.SubscribeToken(t)
+	bystander := r.Dial(t, sub)
+	ch := testutil.Channel("g")
+	bystander.Subscribe(1, ch)
+	base := heapBytes()
+
+	flooder := r.DialRawConn(t, sub, 0)
+	// Frames the actor must decode, of nearly maxFrame each: unsubscribes
+	// of a channel the connection does not hold.
+	frame := wsframe.AppendMasked(nil, 0x1,
+		[]byte(`{"op":"unsub","id":1,"ch":"`+testutil.Channel(strings.Repeat("a", maxFrame-200))+`"}`))
+	const most = 2000 // 125 MiB, which the relay would queue whole without the bound
+	wrote := make(chan int, 1)
+	go func() {
+		n := 0
+		for ; n < most; n++ {
+			if _, err := flooder.Write(frame); err != nil {
+				break
+			}
+		}
+		wrote <- n
+	}()
+	closing := nextFrameOf(t, flooder, 0x8)
+	require.GreaterOrEqual(t, len(closing), 2)
+	assert.Equal(t, uint16(actors.ClosePolicy), binary.BigEndian.Uint16(closing))
+	assert.Less(t, <-wrote, most, "the flooder was never cut off")
+	r.WaitMetric(t, `realtime_connections_closed_total{reason="flood"}`, 1)
+	r.WaitMetric(t, "realtime_connections", 1)
+	grown := int64(heapBytes()) - int64(base)
+	t.Logf("heap: +%d KiB after the flood", grown>>10)
+	assert.Less(t, grown, int64(16*maxFrame+(4<<20)))
+	requireLive(t, r, r.PublishToken(t), ch, bystander)
 }
 
 // TestHostileChannelNames subscribes (and unsubscribes) channels that are

@@ -11,7 +11,9 @@ import "github.com/realtime-relay/realtime/actors"
 // for every connection that ever subscribed (see keepalive.go). One
 // forwarder keeps each connection's frames in order, as the channel does;
 // it costs a goroutine hop per client frame, and client frames are few (a
-// dashboard's subscribes).
+// dashboard's subscribes). What one connection may have waiting for its
+// actor is bounded, or a client could queue frames faster than they are
+// decoded, without end (wsEvents.forward).
 
 // clientFrame is a text frame, or a ping's payload, on its way to its
 // connection's actor.

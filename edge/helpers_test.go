@@ -101,14 +101,20 @@ func requireSlowReaderGetsEverything(t *testing.T, publish func(data string), li
 // (the relay's own pings may come first).
 func requirePong(t *testing.T, c *testutil.RawConn, payload string) {
 	t.Helper()
+	require.Equal(t, payload, string(nextFrameOf(t, c, 0xA)))
+}
+
+// nextFrameOf reads c's frames up to the first with opcode, and returns its
+// payload. It fails the test after Wait.
+func nextFrameOf(t *testing.T, c *testutil.RawConn, opcode byte) []byte {
+	t.Helper()
 	require.NoError(t, c.SetReadDeadline(time.Now().Add(testutil.Wait)))
 	defer func() { _ = c.SetReadDeadline(time.Time{}) }()
 	for {
-		opcode, got, err := wsframe.ReadServerFrame(c.Conn)
-		require.NoError(t, err)
-		if opcode == 0xA {
-			require.Equal(t, payload, string(got))
-			return
+		op, payload, err := wsframe.ReadServerFrame(c.Conn)
+		require.NoError(t, err, "waiting for a frame of opcode %#x", opcode)
+		if op == opcode {
+			return payload
 		}
 	}
 }

@@ -33,6 +33,11 @@ type wsConn struct {
 	heard       atomic.Int64
 	pingAt      int64
 	slot, index int
+	// unhandled counts the bytes of the frames passed to the actor and
+	// not yet handled by it (see forward); flooded is set, by the read
+	// goroutine, once that passed the bound and the connection is closing.
+	unhandled atomic.Int64
+	flooded   bool
 	// closeReason is set by the read goroutine before the socket closes,
 	// when it knows better than the error gws reports.
 	closeReason string
@@ -133,7 +138,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 	c := &wsConn{nc: nc, pingAt: sinceStart() + int64(firstPingIn(s.cfg.PingInterval))}
 	c.alive()
 	socket.Session().Store("", c)
-	c.actor = s.hub.Connect(actors.ConnParams{Claims: claims, Socket: sock, RemoteAddr: remote})
+	c.actor = s.hub.Connect(actors.ConnParams{Claims: claims, Socket: sock, RemoteAddr: remote, Handled: c.handled})
 	s.metrics.ConnectionsAccepted.Inc()
 	s.metrics.ConnectionsOpen.Inc()
 	s.mu.Lock()
@@ -292,7 +297,7 @@ func (e wsEvents) OnClose(socket *gws.Conn, err error) {
 func (e wsEvents) OnPing(socket *gws.Conn, payload []byte) {
 	c := connOf(socket)
 	c.alive()
-	e.s.frames <- clientFrame{actor: c.actor, data: bytes.Clone(payload), ping: true}
+	e.forward(c, payload, true)
 }
 
 func (e wsEvents) OnPong(socket *gws.Conn, _ []byte) { connOf(socket).alive() }
@@ -308,10 +313,37 @@ func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
 		c.closeReason = telemetry.CloseUnsupported
 		c.actor.Close(actors.CloseUnsupported, telemetry.CloseUnsupported)
 	} else {
-		e.s.frames <- clientFrame{actor: c.actor, data: bytes.Clone(m.Bytes())}
+		e.forward(c, m.Bytes(), false)
 	}
 	m.Close()
 }
+
+// forward passes a copy of data, a text frame or a ping's payload, to c's
+// actor through the forwarder, unless the client already has more than
+// 16 x MaxFrameBytes (1 MiB by default) waiting for the actor: then it is
+// closed (1008, flood). Reading a frame costs less than decoding and
+// handling it, so without the bound a client that sends as fast as it can
+// would queue frames without end (1.6 GB in 3 s, measured), where
+// decoding on the read goroutine once held it back.
+func (e wsEvents) forward(c *wsConn, data []byte, ping bool) {
+	if c.flooded {
+		return
+	}
+	if c.unhandled.Add(frameCost(data)) > int64(16*e.s.cfg.MaxFrameBytes) {
+		c.flooded = true
+		c.closeReason = telemetry.CloseFlood
+		c.actor.Close(actors.ClosePolicy, telemetry.CloseFlood)
+		return
+	}
+	e.s.frames <- clientFrame{actor: c.actor, data: bytes.Clone(data), ping: ping}
+}
+
+// handled is the actor's word that it has handled data (ConnParams.Handled).
+func (c *wsConn) handled(data []byte) { c.unhandled.Add(-frameCost(data)) }
+
+// frameCost is what a frame waiting for the actor counts for: its bytes,
+// and its message's, so that a flood of empty pings is bounded too.
+func frameCost(data []byte) int64 { return int64(len(data)) + 64 }
 
 // alive notes that the client is there: any frame from it, a pong included,
 // proves it. Only noted: the keepalive goroutine reads it (see keepalive.go).

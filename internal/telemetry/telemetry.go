@@ -53,10 +53,11 @@ const (
 	CloseDeadPeer     = "dead_peer"
 	CloseUnsupported  = "unsupported_data"
 	CloseActorFailure = "actor_failure"
+	CloseFlood        = "flood"
 )
 
 var closeReasons = []string{CloseClient, CloseExpired, CloseSlow, CloseForbidden, CloseProtocol, CloseShutdown,
-	CloseWriteError, CloseInternal, CloseFrameTooBig, CloseDeadPeer, CloseUnsupported, CloseActorFailure}
+	CloseWriteError, CloseInternal, CloseFrameTooBig, CloseDeadPeer, CloseUnsupported, CloseActorFailure, CloseFlood}
 
 // Metrics holds every metric of one relay. Fields are static after New.
 type Metrics struct {
