@@ -26,9 +26,9 @@ const (
 )
 
 // Socket is a connection's WebSocket, as its outbox writes it. The edge
-// implements it. TryWrite, Write, WritePing and WritePong are called by one goroutine
-// at a time (whoever holds the outbox's writing turn); Close may be called
-// concurrently with them.
+// implements it. TryWrite, Write, WritePing and WritePong are called by
+// one goroutine at a time (whoever holds the outbox's writing turn); Close
+// may be called concurrently with them.
 type Socket interface {
 	// TryWrite writes the concatenation of parts as one text frame without
 	// blocking. taken=false means nothing was taken (another write holds

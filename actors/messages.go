@@ -100,8 +100,8 @@ type flushNow struct{}
 // Messages from the edge to a connection actor.
 
 // connInit is a connection actor's first message: what it serves. Unlike the
-// other messages it holds a live Socket; it never leaves its node, as the
-// connection it describes cannot either.
+// other messages it holds a live Socket and a callback (Handled); it never
+// leaves its node, as the connection it describes cannot either.
 type connInit struct {
 	ConnParams
 }

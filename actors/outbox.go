@@ -507,7 +507,7 @@ func (o *outbox) writeLoop(first *batch, pending bool) {
 // that a push that finds no room meanwhile waits for the queue to be taken
 // (makeRoomLocked). Only what must wait for the client (the socket could
 // not take it all, or is busy, or has no way to write without blocking;
-// or a ping) is written blocking, with the outbox writing,
+// or a control frame) is written blocking, with the outbox writing,
 // and then a push that finds no room meets the bound.
 func (o *outbox) writeBatch(b *batch) error {
 	if !b.ctl.any() && b.frames > 0 {

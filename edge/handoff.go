@@ -3,8 +3,9 @@ package edge
 import "github.com/realtime-relay/realtime/actors"
 
 // Client frames (text frames, and pings to answer) reach their
-// connection's actor through one goroutine, the forwarder. A read goroutine only puts the frame on Server.frames: a
-// channel send, about 250 bytes of stack below gws's frame handler. The
+// connection's actor through one goroutine, the forwarder. A read
+// goroutine only puts the frame on Server.frames: a channel send, about
+// 250 bytes of stack below gws's frame handler. The
 // send to the actor itself takes about 700 more (protoactor's send, the
 // mailbox, the dispatcher), which from the frame handler grows the read
 // goroutine's stack from 2 to 4 KiB for the connection's lifetime: 2 KiB
@@ -46,14 +47,10 @@ func (s *Server) forwardFrames(stop <-chan struct{}) {
 		case f := <-s.frames:
 			f.forward()
 		case <-stop:
-			for {
-				select {
-				case f := <-s.frames:
-					f.forward()
-				default:
-					return
-				}
+			for len(s.frames) > 0 { // the only receiver: what it sees stays
+				(<-s.frames).forward()
 			}
+			return
 		}
 	}
 }

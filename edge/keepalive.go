@@ -70,7 +70,7 @@ type wheel struct {
 const maxWheelSlots = 1024
 
 func newWheel(c *Config, now int64) *wheel {
-	width := max(min(min(c.PingInterval, c.KeepaliveTimeout)/8, 100*time.Millisecond), time.Millisecond)
+	width := max(min(c.PingInterval/8, c.KeepaliveTimeout/8, 100*time.Millisecond), time.Millisecond)
 	n := min(int(max(c.PingInterval, c.KeepaliveTimeout)/width)+2, maxWheelSlots)
 	return &wheel{width: int64(width), slots: make([][]*wsConn, n), end: now + int64(width)}
 }
@@ -84,9 +84,12 @@ func (w *wheel) add(c *wsConn, due int64) {
 	w.slots[i] = append(w.slots[i], c)
 }
 
-// remove takes c out of its slot, moving the slot's last connection into
-// its place.
+// remove takes c out of its slot, if it is in one, moving the slot's last
+// connection into its place.
 func (w *wheel) remove(c *wsConn) {
+	if c.slot < 0 {
+		return // dropped by its last check
+	}
 	s := w.slots[c.slot]
 	last := s[len(s)-1]
 	s[c.index], last.index = last, c.index
@@ -155,12 +158,5 @@ func (s *Server) nextCheck(c *wsConn) int64 {
 	return min(c.pingAt, c.heard.Load()+int64(s.cfg.KeepaliveTimeout)+1)
 }
 
-// watch puts a new connection in the wheel, and forget takes it out; both
-// under mu.
+// watch puts a new connection in the wheel, under mu; OnClose takes it out.
 func (s *Server) watch(c *wsConn) { s.wheel.add(c, s.nextCheck(c)) }
-
-func (s *Server) forget(c *wsConn) {
-	if c.slot >= 0 {
-		s.wheel.remove(c)
-	}
-}

@@ -278,6 +278,24 @@ func TestHeardClientIsNoDeadPeer(t *testing.T) {
 	assert.InDelta(t, 1, r.Metric(t, `realtime_connections_closed_total{reason="dead_peer"}`), 0)
 }
 
+// A ping interval or keepalive timeout under a millisecond is refused with
+// ErrConfig, as is a negative one; zero takes the defaults.
+func TestKeepaliveConfigValidated(t *testing.T) {
+	key, err := auth.GenerateKey("test")
+	require.NoError(t, err)
+	keys, err := auth.NewKeyring(key)
+	require.NoError(t, err)
+	for _, cfg := range []edge.Config{
+		{PingInterval: time.Microsecond},
+		{KeepaliveTimeout: time.Microsecond},
+		{PingInterval: -time.Second},
+	} {
+		cfg.Keys = keys
+		_, err := edge.New(cfg)
+		assert.ErrorIs(t, err, edge.ErrConfig, "ping interval %v, keepalive timeout %v", cfg.PingInterval, cfg.KeepaliveTimeout)
+	}
+}
+
 // Connections made together are not pinged together: each one's first
 // ping falls at a random point of its first interval. Pinged in step, a
 // relay's clients after a deploy (or a bench's) put every ping and pong

@@ -156,7 +156,7 @@ func (s *socket) TryWrite(parts [][]byte) (taken, done bool, err error) {
 		// would count every such write as one that blocked.
 		return false, false, nil
 	}
-	if err := s.setFrameLocked(parts); err != nil {
+	if err := s.setFrameLocked(finText, parts); err != nil {
 		return true, false, err
 	}
 	if err := s.writevLocked(false); err != nil {
@@ -165,43 +165,43 @@ func (s *socket) TryWrite(parts [][]byte) (taken, done bool, err error) {
 	return true, s.pending == nil, nil
 }
 
+// The first bytes of the frames the socket writes: FIN and the opcode.
+const (
+	finText = 0x81
+	finPing = 0x89
+	finPong = 0x8A
+	noFrame = 0 // writeFrame: only what a TryWrite left
+)
+
 func (s *socket) Write(parts [][]byte) error {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	if s.closed {
-		return errSocketClosed
+	if len(parts) == 0 {
+		return s.writeFrame(noFrame, nil)
 	}
-	if err := s.flushPendingLocked(); err != nil || len(parts) == 0 {
-		return err
-	}
-	if err := s.setFrameLocked(parts); err != nil {
-		return err
-	}
-	return s.flushPendingLocked()
+	return s.writeFrame(finText, parts)
 }
 
-var pingFrame = []byte{0x89, 0x00} // FIN + ping, no payload
-
-func (s *socket) WritePing() error { return s.writeControl(pingFrame) }
+func (s *socket) WritePing() error { return s.writeFrame(finPing, nil) }
 
 // WritePong echoes payload, at most 125 bytes: gws refuses a longer ping.
 func (s *socket) WritePong(payload []byte) error {
-	frame := make([]byte, 2, 2+len(payload))
-	frame[0], frame[1] = 0x8A, byte(len(payload)) // FIN + pong
-	return s.writeControl(append(frame, payload...))
+	return s.writeFrame(finPong, [][]byte{payload})
 }
 
-// writeControl writes a whole control frame after what a TryWrite left.
-func (s *socket) writeControl(frame []byte) error {
+// writeFrame writes what a TryWrite left, then parts, concatenated, as one
+// frame that starts with fin (none for noFrame), blocking.
+func (s *socket) writeFrame(fin byte, parts [][]byte) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	if s.closed {
 		return errSocketClosed
 	}
-	if err := s.flushPendingLocked(); err != nil {
+	if err := s.flushPendingLocked(); err != nil || fin == noFrame {
 		return err
 	}
-	return s.writeConnLocked(frame)
+	if err := s.setFrameLocked(fin, parts); err != nil {
+		return err
+	}
+	return s.flushPendingLocked()
 }
 
 // Close bounds the close frame's write by timeout: a client that stopped
@@ -237,15 +237,15 @@ func (s *socket) setDeadline() error {
 	}
 }
 
-// setFrameLocked makes parts, concatenated, the pending text frame: as
-// they are, or, over TLS, encrypted (sealLocked). An error closes the
-// socket.
-func (s *socket) setFrameLocked(parts [][]byte) error {
+// setFrameLocked makes parts, concatenated, the pending frame, which
+// starts with fin: as they are, or, over TLS, encrypted (sealLocked). An
+// error closes the socket.
+func (s *socket) setFrameLocked(fin byte, parts [][]byte) error {
 	n := 0
 	for _, p := range parts {
 		n += len(p)
 	}
-	h := append(s.hdr[:0], 0x81) // FIN + text; server frames are not masked
+	h := append(s.hdr[:0], fin) // server frames are not masked
 	switch {
 	case n < 126:
 		h = append(h, byte(n))

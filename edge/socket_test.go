@@ -169,7 +169,7 @@ func TestFrameLengthEncodings(t *testing.T) {
 	s := newSocket(nil, time.Second, nil)
 	for _, n := range []int{0, 125, 126, 65535, 65536} {
 		payload := bytes.Repeat([]byte{'x'}, n)
-		s.setFrameLocked([][]byte{payload[:n/2], payload[n/2:]})
+		s.setFrameLocked(finText, [][]byte{payload[:n/2], payload[n/2:]})
 		hdr := s.pending[0]
 		want := map[bool]int{true: 2, false: 4}[n < 126]
 		if n > 0xffff {

@@ -34,12 +34,11 @@ type wsConn struct {
 	pingAt      int64
 	slot, index int
 	// unhandled counts the bytes of the frames passed to the actor and
-	// not yet handled by it (see forward); flooded is set, by the read
-	// goroutine, once that passed the bound and the connection is closing.
+	// not yet handled by it (see forward).
 	unhandled atomic.Int64
-	flooded   bool
-	// closeReason is set by the read goroutine before the socket closes,
-	// when it knows better than the error gws reports.
+	// closeReason is set by the read goroutine when it asks the actor to
+	// close the connection, as it knows better than the error gws will
+	// report; from then on it passes no more frames on.
 	closeReason string
 }
 
@@ -284,7 +283,7 @@ func (e wsEvents) OnClose(socket *gws.Conn, err error) {
 	c.actor.SocketClosed(reason)
 	s.mu.Lock()
 	delete(s.conns, c)
-	s.forget(c)
+	s.wheel.remove(c)
 	s.mu.Unlock()
 	s.metrics.ConnectionsOpen.Dec()
 	s.open.Add(-1)
@@ -326,11 +325,10 @@ func (e wsEvents) OnMessage(socket *gws.Conn, m *gws.Message) {
 // would queue frames without end (1.6 GB in 3 s, measured), where
 // decoding on the read goroutine once held it back.
 func (e wsEvents) forward(c *wsConn, data []byte, ping bool) {
-	if c.flooded {
-		return
+	if c.closeReason != "" {
+		return // closing at the read goroutine's request
 	}
 	if c.unhandled.Add(frameCost(data)) > int64(16*e.s.cfg.MaxFrameBytes) {
-		c.flooded = true
 		c.closeReason = telemetry.CloseFlood
 		c.actor.Close(actors.ClosePolicy, telemetry.CloseFlood)
 		return
