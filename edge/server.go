@@ -60,6 +60,12 @@ type Server struct {
 	listenersClosed bool
 	// served are the connections fasthttp serves; Shutdown cuts their reads.
 	served servedConns
+
+	// shutdownOnce lets the first Shutdown run; shutdownErr is its result,
+	// written before shutdownDone is closed.
+	shutdownOnce sync.Once
+	shutdownDone chan struct{}
+	shutdownErr  error
 }
 
 // New validates cfg and builds a Server with its actors; it does not listen.
@@ -74,6 +80,8 @@ func New(cfg Config) (*Server, error) {
 		metrics:  telemetry.New(auth.DenyReasons),
 		verifier: &auth.Verifier{Keys: cfg.Keys, Leeway: cfg.Leeway},
 		conns:    make(map[*wsConn]struct{}),
+
+		shutdownDone: make(chan struct{}),
 	}
 	ac := cfg.Actors
 	ac.Verifier, ac.Metrics, ac.Logger, ac.Now = s.verifier, s.metrics, cfg.Logger, cfg.Now
@@ -178,7 +186,27 @@ func (s *Server) Draining() bool { return s.draining.Load() }
 // every WebSocket is closed with 1012 and every request still arriving is
 // cut with 503 (servedConns.cutReads); publishes in flight are answered;
 // it returns when all of that is done or ctx ends.
+//
+// It drains once: a later or concurrent call (a second SIGTERM, say) waits
+// for the first to finish, or for its own ctx, and returns the first's
+// result. Stopping the actors twice would panic inside protoactor.
 func (s *Server) Shutdown(ctx context.Context, drainDelay time.Duration) error {
+	first := false
+	s.shutdownOnce.Do(func() { first = true })
+	if first {
+		s.shutdownErr = s.shutdown(ctx, drainDelay)
+		close(s.shutdownDone)
+		return s.shutdownErr
+	}
+	select {
+	case <-s.shutdownDone:
+		return s.shutdownErr
+	case <-ctx.Done():
+		return ctx.Err()
+	}
+}
+
+func (s *Server) shutdown(ctx context.Context, drainDelay time.Duration) error {
 	s.mu.Lock() // see handleUpgrade: no upgrade is counted after this
 	s.draining.Store(true)
 	s.mu.Unlock()

@@ -190,3 +190,39 @@ func TestShutdownCutsHalfHandshakes(t *testing.T) {
 	_, err = io.ReadAll(half)
 	require.NoError(t, err, "closed, not timed out")
 }
+
+// TestShutdownTwice calls Shutdown again while the first call drains and
+// after it has returned: a second SIGTERM must not panic (protoactor's
+// system cannot be stopped twice). A call whose own deadline passes first
+// returns that; the others return the first call's result.
+func TestShutdownTwice(t *testing.T) {
+	r := testutil.StartRelay(t)
+	c := r.Dial(t, r.SubscribeToken(t))
+	c.Subscribe(1, testutil.Channel("g"))
+
+	// The first call drains until its context is cancelled.
+	firstCtx, cancelFirst := context.WithCancel(context.Background())
+	first := make(chan error, 1)
+	go func() { first <- r.Server.Shutdown(firstCtx, time.Hour) }()
+	require.Eventually(t, r.Server.Draining, testutil.Wait, time.Millisecond)
+
+	impatient, cancel := context.WithTimeout(context.Background(), 10*time.Millisecond)
+	defer cancel()
+	assert.ErrorIs(t, r.Server.Shutdown(impatient, 0), context.DeadlineExceeded, "its own deadline: the first is still draining")
+
+	ctx, cancel2 := context.WithTimeout(context.Background(), testutil.Wait)
+	defer cancel2()
+	second := make(chan error, 1)
+	go func() { second <- r.Server.Shutdown(ctx, 0) }()
+	cancelFirst()
+	var err error
+	select {
+	case err = <-first:
+		require.ErrorIs(t, err, context.Canceled)
+	case <-ctx.Done():
+		t.Fatal("the first Shutdown did not return")
+	}
+	assert.Equal(t, err, <-second, "the first's result")
+	assert.Equal(t, err, r.Server.Shutdown(ctx, 0), "after the first has returned")
+	assert.Equal(t, uint16(actors.CloseRestarting), c.WaitClosed())
+}
