@@ -3,6 +3,7 @@ package actors
 import (
 	"bytes"
 	"encoding/base64"
+	"fmt"
 	"strconv"
 	"sync/atomic"
 	"testing"
@@ -125,36 +126,43 @@ func ciphertext(n int) string {
 }
 
 // BenchmarkPublishBatch measures a batch of 50 publishes to 50 channels of
-// one subscriber each, the shape of a batch publish across many channels:
-// the cost per publish of the registry, the channel actors and the answers
-// (socket writes are free here). ns/op is per batch.
+// 1 or 10 subscribers each, the shape of a batch publish across many
+// channels (1000x10 in BENCHMARKS): the cost per publish of the registry,
+// the channel actors and the answers (socket writes are free here). ns/op
+// is per batch.
 func BenchmarkPublishBatch(b *testing.B) {
 	const channels = 50
-	h := newBenchHub(b)
-	defer h.Stop(b.Context())
-	var frames, writes atomic.Int64
-	claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
-	batch := make([]Publication, channels)
-	data := ciphertext(64)
-	for i := range batch {
-		ch := "site/dash/g" + strconv.Itoa(i)
-		c := h.Connect(ConnParams{Claims: claims, Socket: countingSocket{&frames, &writes}})
-		c.Text(subFrame(1, ch))
-		batch[i] = Publication{Channel: ch, Event: "e", Data: data}
-	}
-	waitFor(b, &frames, channels) // every ack written
-	frames.Store(0)
-	b.ReportAllocs()
-	b.ResetTimer()
-	n := 0
-	for b.Loop() {
-		_, errs := h.PublishBatch(batch)
-		for _, err := range errs {
-			if err != nil {
-				b.Fatal(err)
+	for _, subs := range []int{1, 10} {
+		b.Run(fmt.Sprintf("subs=%d", subs), func(b *testing.B) {
+			h := newBenchHub(b)
+			defer h.Stop(b.Context())
+			var frames, writes atomic.Int64
+			claims := auth.Claims{Subject: "a", Site: "site", Dash: "dash", Role: auth.RoleSubscribe, ExpiresAt: time.Now().Add(time.Hour)}
+			batch := make([]Publication, channels)
+			data := ciphertext(64)
+			for i := range batch {
+				ch := "site/dash/g" + strconv.Itoa(i)
+				for range subs {
+					c := h.Connect(ConnParams{Claims: claims, Socket: countingSocket{&frames, &writes}})
+					c.Text(subFrame(1, ch))
+				}
+				batch[i] = Publication{Channel: ch, Event: "e", Data: data}
 			}
-		}
-		n++
+			waitFor(b, &frames, int64(channels*subs)) // every ack written
+			frames.Store(0)
+			b.ReportAllocs()
+			b.ResetTimer()
+			n := 0
+			for b.Loop() {
+				_, errs := h.PublishBatch(batch)
+				for _, err := range errs {
+					if err != nil {
+						b.Fatal(err)
+					}
+				}
+				n++
+			}
+			waitFor(b, &frames, int64(n*channels*subs))
+		})
 	}
-	waitFor(b, &frames, int64(n*channels))
 }
