@@ -49,9 +49,13 @@ func (l detachListener) Accept() (net.Conn, error) {
 // servedConns is the set of connections fasthttp serves: accepted, and
 // neither closed nor detached by an upgrade.
 type servedConns struct {
-	mu    sync.Mutex
-	cut   bool                     // set by cutReads; guarded by mu
-	conns map[*detachment]struct{} // guarded by mu
+	// lingerTimeout is lingerTimeout when the server was made: a
+	// connection lingers on fasthttp's goroutine, which Shutdown does not
+	// wait for, so it must not read a variable a test restores after it.
+	lingerTimeout time.Duration
+	mu            sync.Mutex
+	cut           bool                     // set by cutReads; guarded by mu
+	conns         map[*detachment]struct{} // guarded by mu
 }
 
 func (s *servedConns) add(d *detachment, c net.Conn) {
@@ -169,7 +173,7 @@ func (d *detachment) keepCut(err error) error {
 // A refused request's connection lingers at most this long, reading and
 // discarding at most lingerBytes, before it is closed.
 var (
-	lingerTimeout = 2 * time.Second // a variable for a test's sake
+	lingerTimeout = 2 * time.Second // a variable for a test's sake: read by New
 	lingerBytes   = int64(64 << 20)
 )
 
@@ -188,7 +192,7 @@ var (
 func (d *detachment) lingeringClose() {
 	c := transport(d.conn)
 	hc, ok := c.(interface{ CloseWrite() error })
-	if !ok || hc.CloseWrite() != nil || d.keepCut(c.SetReadDeadline(time.Now().Add(lingerTimeout))) != nil {
+	if !ok || hc.CloseWrite() != nil || d.keepCut(c.SetReadDeadline(time.Now().Add(d.served.lingerTimeout))) != nil {
 		return
 	}
 	_, _ = io.CopyN(io.Discard, c, lingerBytes)

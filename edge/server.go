@@ -80,6 +80,7 @@ func New(cfg Config) (*Server, error) {
 		metrics:  telemetry.New(auth.DenyReasons),
 		verifier: &auth.Verifier{Keys: cfg.Keys, Leeway: cfg.Leeway},
 		conns:    make(map[*wsConn]struct{}),
+		served:   servedConns{lingerTimeout: lingerTimeout},
 
 		shutdownDone: make(chan struct{}),
 	}
