@@ -1,9 +1,11 @@
 // Package edge is the relay's network front: the fasthttp server with the
-// WebSocket upgrade (fasthttp Hijack + gws UpgradeFromConn), the publish
+// WebSocket upgrade (gws UpgradeFromConn on fasthttp's serving goroutine,
+// then fasthttp lets the connection go through an empty Hijack), the publish
 // endpoints, health checks, and the admin handler with metrics and pprof.
 // It never listens by itself: the caller passes listeners to Serve.
 //
-// Concurrency: fasthttp runs each request on its own goroutine; every
+// Concurrency: fasthttp runs each request on one of its goroutines (an
+// upgrade too, up to the start of its read goroutine); every
 // upgraded connection has one gws read goroutine, which notes when it heard
 // the client and puts each text frame, undecoded, on a channel to one
 // forwarder goroutine that hands it to the connection's actor (package

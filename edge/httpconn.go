@@ -92,21 +92,16 @@ func (s *servedConns) cutReads() {
 	}
 }
 
-// detacher is a connection whose Close does nothing once detached: fasthttp
-// closes a hijacked connection when the hijack handler returns
-// (KeepHijackedConns off), and an upgraded WebSocket must outlive it. This
+// detacher is a connection whose Close and deadline setters do nothing
+// once detached: fasthttp resets the deadlines of a hijacked connection and
+// closes it when the hijack handler returns (KeepHijackedConns off), and
+// an upgraded WebSocket must outlive that, with its own deadlines. This
 // lets fasthttp recycle its 8 KiB request reader, which otherwise was two
 // thirds of a connect's garbage (GC work, and GC headroom in memory per
 // connection).
 type detacher interface {
 	// detach returns the connection, which the caller now owns and closes.
 	detach() net.Conn
-	// reserve sets what to undo if fasthttp closes the connection without
-	// its hijack handler ever running (it skips it when resetting the
-	// deadlines fails), so that an upgrade counted for Shutdown and
-	// MaxConnections is not counted forever. Called by the request's
-	// handler, on the connection's serving goroutine.
-	reserve(release func())
 	// lingerOnClose makes Close half-close and drain the connection first
 	// (see lingeringClose). Called by httpError, on the serving goroutine.
 	lingerOnClose()
@@ -119,12 +114,10 @@ type detachment struct {
 	served   *servedConns // set by servedConns.add
 	detached atomic.Bool
 	cut      atomic.Bool // reads are cut: see servedConns.cutReads
-	release  func()      // see reserve; touched only by the serving goroutine
 	linger   bool        // see lingerOnClose; touched only by the serving goroutine
 }
 
-func (d *detachment) reserve(release func()) { d.release = release }
-func (d *detachment) lingerOnClose()         { d.linger = true }
+func (d *detachment) lingerOnClose() { d.linger = true }
 
 // detach marks the connection detached and returns it (see detacher).
 func (d *detachment) detach() net.Conn {
@@ -133,16 +126,12 @@ func (d *detachment) detach() net.Conn {
 	return d.conn
 }
 
-// close closes the connection unless it was detached, undoing a
-// reservation that no upgrade took. A lingering connection stays in the
-// set meanwhile, so that Shutdown's cut ends its lingering too.
+// close closes the connection unless it was detached. A lingering
+// connection stays in the set meanwhile, so that Shutdown's cut ends its
+// lingering too.
 func (d *detachment) close() error {
 	if d.detached.Load() {
 		return nil
-	}
-	if r := d.release; r != nil {
-		d.release = nil
-		r()
 	}
 	if d.linger {
 		d.lingeringClose()
@@ -168,6 +157,15 @@ func (d *detachment) keepCut(err error) error {
 		_ = d.conn.SetReadDeadline(longAgo)
 	}
 	return err
+}
+
+// setDeadline is fasthttp's deadline setter set: it leaves a detached
+// connection, whose deadlines are the WebSocket's, alone.
+func (d *detachment) setDeadline(set func(time.Time) error, t time.Time) error {
+	if d.detached.Load() {
+		return nil
+	}
+	return d.keepCut(set(t))
 }
 
 // A refused request's connection lingers at most this long, reading and
@@ -212,10 +210,13 @@ type detachableConn struct {
 
 func (c *detachableConn) Close() error { return c.close() }
 func (c *detachableConn) SetDeadline(t time.Time) error {
-	return c.keepCut(c.Conn.SetDeadline(t))
+	return c.setDeadline(c.Conn.SetDeadline, t)
 }
 func (c *detachableConn) SetReadDeadline(t time.Time) error {
-	return c.keepCut(c.Conn.SetReadDeadline(t))
+	return c.setDeadline(c.Conn.SetReadDeadline, t)
+}
+func (c *detachableConn) SetWriteDeadline(t time.Time) error {
+	return c.setDeadline(c.Conn.SetWriteDeadline, t)
 }
 
 // detachableTLSConn is a detachableConn of a *tls.Conn with the two

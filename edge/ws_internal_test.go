@@ -152,31 +152,35 @@ func TestSiteLimiter(t *testing.T) {
 	assert.Equal(t, n+1, len(l.sites), "no second sweep within the second")
 }
 
-// TestDetachment: a detached connection outlives fasthttp's Close; one that
-// fasthttp closes without an upgrade having taken it gives back what the
-// upgrade had reserved, once.
+// TestDetachment: a detached connection outlives fasthttp's Close and
+// deadline resets, which it makes before a hijack handler runs, and whose
+// zero deadline would undo a WebSocket's own; one not detached is closed.
 func TestDetachment(t *testing.T) {
-	server, _ := sockettest.Pair(t)
-	released := 0
+	server, client := sockettest.Pair(t)
 	var served servedConns
 	d := &detachableConn{Conn: server}
 	served.add(&d.detachment, server)
-	d.reserve(func() { released++ })
 	require.NoError(t, d.Close())
-	_ = d.Close() // already closed: an error, and no second release
-	assert.Equal(t, 1, released, "abandoned before an upgrade: released once")
+	_, err := client.Read(make([]byte, 1))
+	require.ErrorIs(t, err, io.EOF, "not detached: closed")
 
-	server, client := sockettest.Pair(t)
+	server, client = sockettest.Pair(t)
 	d = &detachableConn{Conn: server}
 	served.add(&d.detachment, server)
-	d.reserve(func() { released++ })
 	nc := d.detach()
+	require.NoError(t, nc.SetReadDeadline(longAgo), "the WebSocket's own deadline (a dead peer's)")
+	require.NoError(t, d.SetDeadline(time.Time{}), "fasthttp's reset before the hijack")
+	require.NoError(t, d.SetReadDeadline(time.Time{}))
+	require.NoError(t, d.SetWriteDeadline(time.Time{}))
 	require.NoError(t, d.Close(), "fasthttp's Close after the hijack handler")
-	assert.Equal(t, 1, released, "an upgrade took it")
-	_, err := nc.Write([]byte("x"))
+	_, err = client.Write([]byte("x"))
+	require.NoError(t, err)
+	_, err = nc.Read(make([]byte, 1))
+	require.ErrorIs(t, err, os.ErrDeadlineExceeded, "the WebSocket's deadline kept")
+	require.NoError(t, nc.SetReadDeadline(time.Time{}))
+	_, err = nc.Write([]byte("x"))
 	require.NoError(t, err, "still open for the WebSocket")
-	buf := make([]byte, 1)
-	_, err = client.Read(buf)
+	_, err = client.Read(make([]byte, 1))
 	require.NoError(t, err)
 }
 
