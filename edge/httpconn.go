@@ -159,8 +159,9 @@ func (d *detachment) keepCut(err error) error {
 	return err
 }
 
-// setDeadline is fasthttp's deadline setter set: it leaves a detached
-// connection, whose deadlines are the WebSocket's, alone.
+// setDeadline is what the deadline setters fasthttp calls do: set the
+// deadline, keeping a cut, unless the connection is detached, whose
+// deadlines are the WebSocket's.
 func (d *detachment) setDeadline(set func(time.Time) error, t time.Time) error {
 	if d.detached.Load() {
 		return nil
