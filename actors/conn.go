@@ -135,13 +135,13 @@ func (c *conn) Receive(ctx actor.Context) {
 	case *timerFired:
 		c.timerFired(ctx, m)
 	case *pingMsg:
-		if !c.closing && c.out.requestPing() {
-			c.out.flush()
-		}
+		c.control(control{ping: true})
 	case *pongMsg:
-		if !c.closing && c.out.requestPong(m.Payload) {
-			c.out.flush()
+		pong := m.Payload
+		if pong == nil {
+			pong = []byte{} // an empty ping's: a pong is still owed
 		}
+		c.control(control{pong: pong})
 		c.handled(m.Payload)
 	case *closeConn:
 		c.close(ctx, m.Code, m.Reason)
@@ -163,6 +163,14 @@ func (c *conn) Receive(ctx actor.Context) {
 		c.close(ctx, CloseInternalError, telemetry.CloseActorFailure)
 		c.cfg.outboxes.remove(ctx.Self().Id)
 		c.tokenTimer.Stop()
+	}
+}
+
+// control has the outbox write ctl's frames with its next write; a closing
+// connection's outbox refuses them.
+func (c *conn) control(ctl control) {
+	if c.out.requestControl(ctl) {
+		c.out.flush()
 	}
 }
 

@@ -184,7 +184,7 @@ func TestQueueBehindAWriterIsNotTheClients(t *testing.T) {
 	sock.pinging, sock.pinged = make(chan struct{}), make(chan struct{})
 	o := newOutbox(h.cfg, sock, actor.NewPID("nonhost", "gone"))
 	o.push([]byte("a"), 0, true)
-	assert.False(t, o.requestPing(), "kicked already, by a")
+	assert.False(t, o.requestControl(control{ping: true}), "kicked already, by a")
 	o.flush() // the ping goes to a writer goroutine, with "a"
 	<-sock.pinging
 	o.push([]byte("b"), 0, true) // its next batch, offered without blocking

@@ -299,30 +299,20 @@ func (o *outbox) appendLocked(frame []byte, receivedAt int64, isMsg bool) {
 	}
 }
 
-// requestPing asks for a ping frame; kick is as for push.
-func (o *outbox) requestPing() (kick bool) {
+// requestControl asks for the control frames in ctl, on top of those
+// already owed: a ping, or a pong that echoes a client's ping, the latest
+// of its pings being the one answered (RFC 6455 5.5.3). kick is as for
+// push; a closed outbox refuses.
+func (o *outbox) requestControl(ctl control) (kick bool) {
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if o.closed {
 		return false
 	}
-	o.ctl.ping = true
-	return o.kickLocked()
-}
-
-// requestPong asks for a pong frame that echoes payload, the latest of the
-// client's pings being the one answered (RFC 6455 5.5.3); kick is as for
-// push.
-func (o *outbox) requestPong(payload []byte) (kick bool) {
-	o.mu.Lock()
-	defer o.mu.Unlock()
-	if o.closed {
-		return false
+	o.ctl.ping = o.ctl.ping || ctl.ping
+	if ctl.pong != nil {
+		o.ctl.pong = ctl.pong
 	}
-	if payload == nil {
-		payload = []byte{} // an empty ping's: a pong is still owed
-	}
-	o.ctl.pong = payload
 	return o.kickLocked()
 }
 
@@ -435,8 +425,7 @@ func (o *outbox) nextLocked(force bool) *batch {
 		*b = batch{} // free the slices of a closed connection
 	}
 	// A closed outbox has nothing queued: close and closeAfterQueued
-	// drop the control frames, and push, requestPing and requestPong
-	// refuse.
+	// drop the control frames, and push and requestControl refuse.
 	if o.frames == 0 && !o.ctl.any() {
 		o.state = idle
 		// A burst's slices would otherwise stay with an idle connection.

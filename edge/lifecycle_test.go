@@ -279,7 +279,8 @@ func TestHeardClientIsNoDeadPeer(t *testing.T) {
 }
 
 // A ping interval or keepalive timeout under a millisecond is refused with
-// ErrConfig, as is a negative one; zero takes the defaults.
+// ErrConfig, as is a negative one; zero takes the defaults, and 1 ms is
+// allowed.
 func TestKeepaliveConfigValidated(t *testing.T) {
 	key, err := auth.GenerateKey("test")
 	require.NoError(t, err)
@@ -293,6 +294,12 @@ func TestKeepaliveConfigValidated(t *testing.T) {
 		cfg.Keys = keys
 		_, err := edge.New(cfg)
 		assert.ErrorIs(t, err, edge.ErrConfig, "ping interval %v, keepalive timeout %v", cfg.PingInterval, cfg.KeepaliveTimeout)
+	}
+	for _, cfg := range []edge.Config{{}, {PingInterval: time.Millisecond, KeepaliveTimeout: time.Millisecond}} {
+		cfg.Keys = keys
+		s, err := edge.New(cfg)
+		require.NoError(t, err, "ping interval %v, keepalive timeout %v", cfg.PingInterval, cfg.KeepaliveTimeout)
+		require.NoError(t, s.Shutdown(t.Context(), 0))
 	}
 }
 

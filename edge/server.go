@@ -43,9 +43,10 @@ type Server struct {
 	// wheel holds every connection until its next keepalive check
 	// (keepalive.go); guarded by mu.
 	wheel *wheel
-	// stopBackground ends the keepalive goroutine (keepalive.go) and the
-	// forwarder, and background is done when both have.
-	stopBackground func()
+	// stopBackground, closed by Shutdown, ends the keepalive goroutine
+	// (keepalive.go) and the forwarder, and background is done when both
+	// have.
+	stopBackground chan struct{}
 	background     sync.WaitGroup
 	// readLoops tracks each upgrade from its acceptance to the end of its
 	// read goroutine, so Shutdown can wait for them.
@@ -93,10 +94,9 @@ func New(cfg Config) (*Server, error) {
 	s.hub = hub
 	s.frames = make(chan clientFrame, frameQueue)
 	s.wheel = newWheel(&s.cfg, sinceStart())
-	stop := make(chan struct{})
-	s.stopBackground = sync.OnceFunc(func() { close(stop) })
-	s.background.Go(func() { s.keepAlive(stop) })
-	s.background.Go(func() { s.forwardFrames(stop) })
+	s.stopBackground = make(chan struct{})
+	s.background.Go(func() { s.keepAlive(s.stopBackground) })
+	s.background.Go(func() { s.forwardFrames(s.stopBackground) })
 	if len(cfg.AllowedOrigins) > 0 {
 		s.origins = make(map[string]bool, len(cfg.AllowedOrigins))
 		for _, o := range cfg.AllowedOrigins {
@@ -247,7 +247,7 @@ func (s *Server) shutdown(ctx context.Context, drainDelay time.Duration) error {
 	case <-ctx.Done():
 		err = ctx.Err()
 	}
-	s.stopBackground()
+	close(s.stopBackground) // Shutdown drains once
 	s.background.Wait()
 	// Stop the actors even past the deadline, briefly: it stops every
 	// channel's timers and frees their memory.

@@ -85,8 +85,6 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 	}
 	s.readLoops.Add(1)
 	s.mu.Unlock()
-	var key [24]byte
-	copy(key[:], h.Peek("Sec-WebSocket-Key"))
 	// fasthttp is told to let go of the connection, with no response and
 	// no next request: its hijack goroutine runs letGo, and its Close
 	// leaves the detached connection alone. The upgrade itself runs here,
@@ -96,7 +94,7 @@ func (s *Server) handleUpgrade(ctx *fasthttp.RequestCtx) {
 	// the relay holds about 230 B less per connection without them).
 	ctx.HijackSetNoResponse(true)
 	ctx.Hijack(letGo)
-	s.upgrade(ctx.Conn(), key, claims, ctx.RemoteAddr().String())
+	s.upgrade(ctx.Conn(), string(h.Peek("Sec-WebSocket-Key")), claims, ctx.RemoteAddr().String())
 }
 
 // letGo is the hijack handler of an upgraded connection, which upgrade has
@@ -108,7 +106,7 @@ func letGo(net.Conn) {}
 // goroutine. Detached, the connection leaves fasthttp free to recycle its
 // request context and reader when the handler returns, instead of pinning
 // them for the connection's lifetime.
-func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote string) {
+func (s *Server) upgrade(nc net.Conn, key string, claims auth.Claims, remote string) {
 	// Read the raw connection, not through fasthttp's request reader, which
 	// goes back to its pool. A client must wait for the 101 before sending
 	// frames (RFC 6455 4.1), so that reader holds nothing more of this
@@ -124,7 +122,7 @@ func (s *Server) upgrade(nc net.Conn, key [24]byte, claims auth.Claims, remote s
 	sock := newSocket(nc, s.cfg.SocketWriteTimeout, s.metrics.SocketWritesBlocked)
 	br := bufio.NewReaderSize(nc, s.cfg.ReadBufferBytes)
 	req := upgradeRequests.Get().(*http.Request)
-	req.Header[secWebSocketKey][0] = string(key[:])
+	req.Header[secWebSocketKey][0] = key
 	socket, err := s.upgrader.UpgradeFromConn(writeLocked{nc, sock}, br, req)
 	upgradeRequests.Put(req)
 	if err != nil {
